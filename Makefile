@@ -1,0 +1,43 @@
+# Set-up and everyday commands. Each target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+CONFIG ?= configs/shapes_sat.py
+WORKDIR ?= workdirs/shapes_sat
+ARGS ?=
+BIN := $(VENV)/bin
+
+.PHONY: install train evaluate test test-fast tensorboard benchmark clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+# Trains CONFIG on the embedded `shapes` dataset, then scores the test and compositional splits.
+train: install
+	$(BIN)/python scripts/train.py --config=$(CONFIG) --workdir=$(WORKDIR) $(ARGS)
+	$(MAKE) evaluate
+
+evaluate: install
+	$(BIN)/python scripts/evaluate.py --workdir=$(WORKDIR) --split=test
+	$(BIN)/python scripts/evaluate.py --workdir=$(WORKDIR) --split=compositional
+
+# The whole suite, learning tests included (CI runs exactly this).
+test: install
+	$(BIN)/python -m pytest -q
+
+# Everything but the learning tests marked slow.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+tensorboard: install
+	$(BIN)/tensorboard --logdir=$(WORKDIR)/tensorboard
+
+benchmark: install
+	$(BIN)/python benchmarks/train_throughput.py --config=$(CONFIG)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache
