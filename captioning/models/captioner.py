@@ -1,0 +1,89 @@
+"""The captioner: encoder -> feature sequence -> attention decoder, as one Keras model."""
+
+import keras
+
+from captioning.models import decoders
+from captioning.models import encoders
+from captioning.models import layers
+
+
+@keras.saving.register_keras_serializable(package="captioning")
+class Captioner(keras.Model):
+  """An image captioner that saves to `.keras` and loads back with identical outputs.
+
+  Inputs are a dict {"image": [B, S, S, 3], "tokens": [B, T]} where `tokens` are the decoder
+  inputs (`<start> w1 ... wn`, padded); outputs are a dict {"logits": [B, T, V],
+  "attention": [B, T, L], "gate": [B, T]}, with L = H*W feature locations.
+
+  Args:
+    vocab_size: output vocabulary size.
+    encoder: encoder name (see `encoders.build_encoder`).
+    encoder_widths, encoder_strides: stage widths and strides of the encoder.
+    encoder_weights: pretrained encoder weights (None trains from scratch).
+    decoder: decoder name (see `decoders.build_decoder`).
+    embed_dim, hidden_dim, attention_dim, num_heads, num_layers, dropout: decoder sizes.
+    output_bias: optional initial output bias [V] (not serialised; weights replace it).
+  """
+
+  def __init__(self, vocab_size, encoder="small_cnn", encoder_widths=(32, 64, 96, 128),
+               encoder_strides=(4, 1, 2, 1), encoder_weights=None, decoder="sat_lstm", embed_dim=128, hidden_dim=256,
+               attention_dim=128, num_heads=4, num_layers=1, dropout=0.0, output_bias=None,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.hparams = dict(vocab_size=vocab_size, encoder=encoder,
+                        encoder_widths=list(encoder_widths),
+                        encoder_strides=list(encoder_strides), encoder_weights=encoder_weights,
+                        decoder=decoder, embed_dim=embed_dim, hidden_dim=hidden_dim,
+                        attention_dim=attention_dim, num_heads=num_heads,
+                        num_layers=num_layers, dropout=dropout)
+    policy = self.dtype_policy
+    self.encoder = encoders.build_encoder(encoder, widths=encoder_widths,
+                                          strides=encoder_strides, weights=encoder_weights,
+                                          dtype=policy)
+    self.position = layers.PositionEmbedding2D(name="position", dtype=policy)
+    self.flatten = layers.SpatialFlatten(name="flatten", dtype=policy)
+    self.decoder = decoders.build_decoder(
+        decoder, vocab_size=vocab_size, embed_dim=embed_dim, hidden_dim=hidden_dim,
+        attention_dim=attention_dim, num_heads=num_heads, num_layers=num_layers,
+        dropout=dropout, output_bias=output_bias, dtype=policy)
+
+  def build(self, input_shape):
+    image_shape = tuple(input_shape["image"])
+    self.encoder.build(image_shape)
+    maps_shape = self.encoder.compute_output_shape(image_shape)
+    self.position.build(maps_shape)
+    self.feature_map_shape = tuple(maps_shape[1:3])  # (H, W), for attention pictures
+    b, h, w, c = maps_shape
+    self.decoder.build((b, h * w, c), tuple(input_shape.get("tokens", (b, None))))
+
+  def encode(self, images, training=False):
+    """Images [B, S, S, 3] -> feature sequence [B, H*W, C]."""
+    return self.flatten(self.position(self.encoder(images, training=training)))
+
+  def call(self, inputs, training=False):
+    features = self.encode(inputs["image"], training=training)
+    return self.decoder(features, inputs["tokens"], training=training)
+
+  def get_config(self):
+    # Keras' own Model config (name, trainable) is not needed to rebuild a subclassed model.
+    return {"name": self.name, **self.hparams}
+
+
+def build_captioner(model_config, vocab_size, output_bias=None, dtype=None):
+  """Builds an unbuilt Captioner from `config.model`.
+
+  Args:
+    model_config: the `model` section of a config.
+    vocab_size: tokenizer vocabulary size.
+    output_bias: optional initial output bias [vocab_size].
+    dtype: optional Keras dtype policy name (e.g. "mixed_float16").
+  """
+  return Captioner(
+      vocab_size=vocab_size, encoder=model_config.encoder,
+      encoder_widths=tuple(model_config.encoder_widths),
+      encoder_strides=tuple(model_config.encoder_strides),
+      encoder_weights=model_config.encoder_weights, decoder=model_config.decoder,
+      embed_dim=model_config.embed_dim, hidden_dim=model_config.hidden_dim,
+      attention_dim=model_config.attention_dim, num_heads=model_config.num_heads,
+      num_layers=model_config.num_layers, dropout=model_config.dropout,
+      output_bias=output_bias, dtype=dtype, name="captioner")

@@ -1,0 +1,240 @@
+"""Attention and shape layers: the raw-TensorFlow-op heart of the captioner.
+
+Every raw TF op here (`tf.reshape`, `tf.transpose`, `tf.matmul`, `tf.nn.softmax`, `tf.where`)
+runs inside `Layer.call` (or a function called from it), where its inputs are real tensors. In
+Keras 3 the same ops applied to the symbolic `KerasTensor`s of a functional model fail with
+"A KerasTensor cannot be used as input to a TensorFlow function"; wrapping them in a layer is the
+Keras 3 way, and these layers are that wrapping.
+
+Shapes use B = batch, H/W = feature-map height/width, L = H*W locations, C = channels,
+Tq/Tk = query/key lengths, N = heads.
+"""
+
+import keras
+import tensorflow as tf
+
+_MASK_VALUE = -1e9  # finite, so fully masked rows give zeros instead of NaN
+
+
+def dot_product_attention(query, key, value, mask=None):
+  """Scaled dot-product attention over the key axis.
+
+  Args:
+    query: [..., Tq, D].
+    key: [..., Tk, D].
+    value: [..., Tk, Dv].
+    mask: optional bool tensor broadcastable to [..., Tq, Tk]; False keys get zero weight.
+      A key-padding mask [B, Tk] should be passed as [B, 1, Tk] (or [B, 1, 1, Tk] with heads).
+
+  Returns:
+    (output [..., Tq, Dv], weights [..., Tq, Tk]) where each weight row sums to 1 over the
+    unmasked keys (and is all zeros when every key of that row is masked).
+  """
+  depth = tf.cast(tf.shape(key)[-1], query.dtype)
+  scores = tf.matmul(query, key, transpose_b=True) / tf.sqrt(depth)  # [..., Tq, Tk]
+  if mask is not None:
+    mask = tf.cast(mask, tf.bool)
+    scores = tf.where(mask, scores, tf.cast(_MASK_VALUE, scores.dtype))
+  weights = tf.nn.softmax(scores, axis=-1)  # normalise over keys, not queries
+  if mask is not None:
+    # Exact zeros for masked keys, and zero rows where nothing may be attended.
+    weights = weights * tf.cast(mask, weights.dtype)
+  return tf.matmul(weights, value), weights  # [..., Tq, Dv]
+
+
+def causal_mask(length):
+  """A [length, length] bool mask where query i may attend to keys 0..i."""
+  return tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)
+
+
+@keras.saving.register_keras_serializable(package="captioning")
+class SpatialFlatten(keras.layers.Layer):
+  """Reshapes feature maps [B, H, W, C] to a sequence of locations [B, H*W, C]."""
+
+  def call(self, feature_maps):
+    shape = tf.shape(feature_maps)
+    return tf.reshape(feature_maps, [shape[0], shape[1] * shape[2], shape[3]])
+
+  def compute_output_shape(self, input_shape):
+    b, h, w, c = input_shape
+    return (b, None if h is None or w is None else h * w, c)
+
+
+@keras.saving.register_keras_serializable(package="captioning")
+class Threshold(keras.layers.Layer):
+  """A step function: 1 where the input exceeds `threshold`, else 0 (e.g. to binarise maps).
+
+  Args:
+    threshold: the cut-off value.
+  """
+
+  def __init__(self, threshold=0.5, **kwargs):
+    super().__init__(**kwargs)
+    self.threshold = float(threshold)
+
+  def call(self, inputs):
+    return tf.where(inputs > self.threshold, tf.ones_like(inputs), tf.zeros_like(inputs))
+
+  def get_config(self):
+    return {**super().get_config(), "threshold": self.threshold}
+
+
+@keras.saving.register_keras_serializable(package="captioning")
+class PositionEmbedding2D(keras.layers.Layer):
+  """Adds learned row and column embeddings to feature maps [B, H, W, C].
+
+  Attention pools features by content; without a position signal the decoder could not tell
+  where an attended object is, so spatial relations ("left of") would be guesswork.
+  """
+
+  def build(self, input_shape):
+    _, h, w, c = input_shape
+    if h is None or w is None:
+      raise ValueError(f"PositionEmbedding2D needs a static feature-map size, got {input_shape}")
+    init = keras.initializers.RandomNormal(stddev=0.02)
+    self.row_embedding = self.add_weight(shape=(h, 1, c), initializer=init, name="row_embedding")
+    self.col_embedding = self.add_weight(shape=(1, w, c), initializer=init, name="col_embedding")
+
+  def call(self, feature_maps):
+    position = tf.cast(self.row_embedding + self.col_embedding, feature_maps.dtype)  # [H, W, C]
+    return feature_maps + position[tf.newaxis]
+
+
+@keras.saving.register_keras_serializable(package="captioning")
+class MultiHeadAttention(keras.layers.Layer):
+  """Multi-head scaled dot-product attention written with raw TF ops and explicit masks.
+
+  Args:
+    num_heads: number of heads N.
+    key_dim: size of each head's query/key/value projection.
+    output_dim: size of the output; defaults to the query's last dimension.
+    dropout: dropout rate on the attention weights during training.
+  """
+
+  def __init__(self, num_heads, key_dim, output_dim=None, dropout=0.0, **kwargs):
+    super().__init__(**kwargs)
+    self.num_heads = num_heads
+    self.key_dim = key_dim
+    self.output_dim = output_dim
+    self.dropout = dropout
+    inner = num_heads * key_dim
+    self.query_dense = keras.layers.Dense(inner, name="query", dtype=self.dtype_policy)
+    self.key_dense = keras.layers.Dense(inner, name="key", dtype=self.dtype_policy)
+    self.value_dense = keras.layers.Dense(inner, name="value", dtype=self.dtype_policy)
+    self.weights_dropout = keras.layers.Dropout(dropout)
+    self.output_dense = None  # its size depends on the query, known in build
+
+  def build(self, query_shape, value_shape=None, key_shape=None):
+    value_shape = query_shape if value_shape is None else value_shape
+    key_shape = value_shape if key_shape is None else key_shape
+    self.query_dense.build(query_shape)
+    self.key_dense.build(key_shape)
+    self.value_dense.build(value_shape)
+    out_dim = self.output_dim or query_shape[-1]
+    self.output_dense = keras.layers.Dense(out_dim, name="output", dtype=self.dtype_policy)
+    self.output_dense.build(tuple(query_shape[:-1]) + (self.num_heads * self.key_dim,))
+
+  def _split_heads(self, x):
+    # [B, T, N*Dh] -> [B, N, T, Dh]
+    shape = tf.shape(x)
+    x = tf.reshape(x, [shape[0], shape[1], self.num_heads, self.key_dim])
+    return tf.transpose(x, [0, 2, 1, 3])
+
+  def call(self, query, value=None, key=None, key_mask=None, attention_mask=None,
+           use_causal_mask=False, return_attention_scores=False, training=False):
+    """Attends from `query` [B, Tq, Dq] to `value` [B, Tk, Dv] (keys default to values).
+
+    Args:
+      key_mask: optional bool [B, Tk]; False marks padding keys.
+      attention_mask: optional bool [B, Tq, Tk] (or broadcastable).
+      use_causal_mask: also forbid attending to later positions (self-attention).
+      return_attention_scores: also return the weights [B, N, Tq, Tk].
+    """
+    value = query if value is None else value
+    key = value if key is None else key
+    q = self._split_heads(self.query_dense(query))  # [B, N, Tq, Dh]
+    k = self._split_heads(self.key_dense(key))  # [B, N, Tk, Dh]
+    v = self._split_heads(self.value_dense(value))  # [B, N, Tk, Dh]
+
+    mask = None
+    if key_mask is not None:
+      mask = tf.cast(key_mask, tf.bool)[:, tf.newaxis, tf.newaxis, :]  # [B, 1, 1, Tk]
+    if attention_mask is not None:
+      extra = tf.cast(attention_mask, tf.bool)
+      extra = extra[:, tf.newaxis] if extra.shape.rank == 3 else extra  # [B, 1, Tq, Tk]
+      mask = extra if mask is None else tf.logical_and(mask, extra)
+    if use_causal_mask:
+      causal = causal_mask(tf.shape(query)[1])[tf.newaxis, tf.newaxis]  # [1, 1, Tq, Tq]
+      mask = causal if mask is None else tf.logical_and(mask, causal)
+
+    attended, weights = dot_product_attention(q, k, v, mask)  # [B, N, Tq, Dh], [B, N, Tq, Tk]
+    if self.dropout and training:
+      # Dropout acts on the weights used for the output; the returned scores stay normalised.
+      attended = tf.matmul(self.weights_dropout(weights, training=training), v)
+    shape = tf.shape(attended)
+    attended = tf.reshape(tf.transpose(attended, [0, 2, 1, 3]),
+                          [shape[0], shape[2], self.num_heads * self.key_dim])  # [B, Tq, N*Dh]
+    output = self.output_dense(attended)
+    if return_attention_scores:
+      return output, weights
+    return output
+
+  def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
+    return tuple(query_shape[:-1]) + (self.output_dim or query_shape[-1],)
+
+  def get_config(self):
+    return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
+            "output_dim": self.output_dim, "dropout": self.dropout}
+
+
+@keras.saving.register_keras_serializable(package="captioning")
+class AdditiveAttention(keras.layers.Layer):
+  """Soft additive ("Bahdanau") attention of Show, Attend and Tell over image locations.
+
+  `precompute` projects the features once per image; `call` then scores every location against
+  the decoder state at each step: e = v^T tanh(W f + U h), alpha = softmax(e) over locations.
+
+  Args:
+    units: attention dimension.
+  """
+
+  def __init__(self, units, **kwargs):
+    super().__init__(**kwargs)
+    self.units = units
+    self.feature_dense = keras.layers.Dense(units, name="feature_proj", dtype=self.dtype_policy)
+    self.state_dense = keras.layers.Dense(units, name="state_proj", dtype=self.dtype_policy)
+    self.score_dense = keras.layers.Dense(1, name="score", dtype=self.dtype_policy)
+
+  def build(self, features_shape, state_shape):
+    self.feature_dense.build(features_shape)
+    self.state_dense.build(state_shape)
+    self.score_dense.build(tuple(features_shape[:-1]) + (self.units,))
+
+  def precompute(self, features):
+    """Projects features [B, L, C] -> [B, L, A]; reused at every decoding step."""
+    return self.feature_dense(features)
+
+  def call(self, features, state, projected_features=None, feature_mask=None):
+    """Attends over `features` [B, L, C] from `state` [B, D].
+
+    Args:
+      projected_features: `precompute(features)`, to skip recomputing it at each step.
+      feature_mask: optional bool [B, L]; False locations get zero weight.
+
+    Returns:
+      (context [B, C], weights [B, L]).
+    """
+    if projected_features is None:
+      projected_features = self.precompute(features)
+    hidden = tf.tanh(projected_features + self.state_dense(state)[:, tf.newaxis, :])  # [B, L, A]
+    scores = tf.squeeze(self.score_dense(hidden), -1)  # [B, L]
+    if feature_mask is not None:
+      scores = tf.where(feature_mask, scores, tf.cast(_MASK_VALUE, scores.dtype))
+    weights = tf.nn.softmax(scores, axis=-1)  # over locations
+    if feature_mask is not None:
+      weights = weights * tf.cast(feature_mask, weights.dtype)
+    context = tf.squeeze(tf.matmul(weights[:, tf.newaxis, :], features), 1)  # [B, C]
+    return context, weights
+
+  def get_config(self):
+    return {**super().get_config(), "units": self.units}

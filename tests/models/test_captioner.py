@@ -1,0 +1,97 @@
+"""The whole captioner: output shapes, the decoder's step/call agreement, .keras round trip."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from captioning.models import captioner
+from captioning.models import encoders
+
+
+def small_captioner(**overrides):
+  kwargs = dict(vocab_size=20, encoder_widths=(8, 16), encoder_strides=(2, 2), embed_dim=16, hidden_dim=24,
+                attention_dim=12, dropout=0.3, output_bias=np.linspace(-1, 1, 20))
+  kwargs.update(overrides)
+  model = captioner.Captioner(**kwargs)
+  model.build({"image": (None, 32, 32, 3), "tokens": (None, None)})
+  return model
+
+
+def inputs(batch=3, steps=6, seed=0):
+  rng = np.random.RandomState(seed)
+  return {"image": rng.randint(0, 256, (batch, 32, 32, 3)).astype("uint8"),
+          "tokens": rng.randint(1, 20, (batch, steps)).astype("int32")}
+
+
+def test_output_shapes_and_attention():
+  model = small_captioner()
+  out = model(inputs())
+  assert model.feature_map_shape == (8, 8)
+  assert out["logits"].shape == (3, 6, 20)
+  assert out["attention"].shape == (3, 6, 64)  # [B, T, H*W]
+  assert out["gate"].shape == (3, 6)
+  np.testing.assert_allclose(out["attention"].numpy().sum(-1), 1.0, atol=1e-5)
+  assert np.all((out["gate"].numpy() > 0) & (out["gate"].numpy() < 1))
+
+
+def test_output_bias_starts_from_prior():
+  bias = np.linspace(-1, 1, 20).astype("float32")
+  model = small_captioner(output_bias=bias)
+  np.testing.assert_allclose(model.decoder.logits.bias.numpy(), bias)
+
+
+def test_teacher_forcing_matches_step_by_step_decoding():
+  model = small_captioner()
+  batch = inputs()
+  full = model(batch, training=False)
+  features = model.encode(batch["image"])
+  projected = model.decoder.precompute(features)
+  state = model.decoder.initial_state(features)
+  for t in range(batch["tokens"].shape[1]):
+    logits, state, alpha, _ = model.decoder.step(batch["tokens"][:, t], state, features,
+                                                 projected)
+    np.testing.assert_allclose(logits.numpy(), full["logits"].numpy()[:, t], atol=1e-4)
+    np.testing.assert_allclose(alpha.numpy(), full["attention"].numpy()[:, t], atol=1e-5)
+
+
+def test_dropout_only_in_training():
+  model = small_captioner(dropout=0.5)
+  batch = inputs()
+  a, b = model(batch)["logits"].numpy(), model(batch)["logits"].numpy()
+  np.testing.assert_array_equal(a, b)
+  c = model(batch, training=True)["logits"].numpy()
+  assert not np.allclose(a, c)
+
+
+def test_keras_file_round_trip(tmp_path):
+  model = small_captioner()
+  batch = inputs()
+  expected = model(batch)
+  path = str(tmp_path / "captioner.keras")
+  model.save(path)
+  restored = keras.saving.load_model(path)
+  assert isinstance(restored, captioner.Captioner)
+  got = restored(batch)
+  for key in ("logits", "attention", "gate"):
+    np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy())
+
+
+def test_unknown_encoder_and_pretrained_small_cnn_are_rejected():
+  with pytest.raises(ValueError, match="Unknown encoder"):
+    captioner.Captioner(vocab_size=10, encoder="vgg_from_the_future")
+  with pytest.raises(ValueError, match="trained from scratch"):
+    encoders.build_encoder("small_cnn", weights="imagenet")
+  with pytest.raises(ValueError, match="Unknown decoder"):
+    captioner.Captioner(vocab_size=10, decoder="gru")
+
+
+def test_gradients_reach_every_variable():
+  model = small_captioner()
+  batch = inputs()
+  with tf.GradientTape() as tape:
+    out = model(batch, training=True)
+    loss = tf.reduce_mean(out["logits"] ** 2) + tf.reduce_mean(out["attention"] ** 2)
+  grads = tape.gradient(loss, model.trainable_variables)
+  missing = [v.path for v, g in zip(model.trainable_variables, grads) if g is None]
+  assert not missing

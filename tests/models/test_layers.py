@@ -1,0 +1,101 @@
+"""Layer tests: output shapes, masks, and serialisation round trips (keras-hub style)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from captioning.models import layers
+
+
+def round_trip(layer):
+  config = keras.saving.serialize_keras_object(layer)
+  return keras.saving.deserialize_keras_object(config)
+
+
+def copy_weights(src, dst):
+  for a, b in zip(src.weights, dst.weights):
+    b.assign(a)
+
+
+def test_multi_head_attention_shapes_and_scores():
+  layer = layers.MultiHeadAttention(num_heads=4, key_dim=8)
+  query, value = tf.random.normal([2, 7, 32]), tf.random.normal([2, 11, 24])
+  out, scores = layer(query, value, return_attention_scores=True)
+  assert out.shape == (2, 7, 32)
+  assert scores.shape == (2, 4, 7, 11)  # [B, N, Tq, Tk]
+  np.testing.assert_allclose(scores.numpy().sum(-1), 1.0, atol=1e-5)
+  assert layers.MultiHeadAttention(2, 8, output_dim=5)(query, value).shape == (2, 7, 5)
+
+
+def test_multi_head_attention_key_mask():
+  layer = layers.MultiHeadAttention(num_heads=2, key_dim=4)
+  query, value = tf.random.normal([2, 3, 8]), tf.random.normal([2, 6, 8])
+  key_mask = tf.constant([[1, 1, 1, 1, 0, 0], [1, 0, 1, 0, 1, 0]]) > 0
+  out, scores = layer(query, value, key_mask=key_mask, return_attention_scores=True)
+  scores = scores.numpy()
+  assert np.all(scores[0, :, :, 4:] == 0) and np.all(scores[1, :, :, 1::2] == 0)
+  np.testing.assert_allclose(scores.sum(-1), 1.0, atol=1e-5)
+  # Changing masked values must not change the output.
+  noisy = value.numpy().copy()
+  noisy[0, 4:] += 100.0
+  noisy[1, 1::2] -= 50.0
+  out2 = layer(query, tf.constant(noisy), key_mask=key_mask)
+  np.testing.assert_allclose(out.numpy(), out2.numpy(), atol=1e-4)
+
+
+def test_multi_head_attention_causal_mask():
+  layer = layers.MultiHeadAttention(num_heads=2, key_dim=4)
+  x = tf.random.normal([1, 5, 8])
+  out, scores = layer(x, use_causal_mask=True, return_attention_scores=True)
+  assert np.all(np.triu(scores.numpy()[0, 0], k=1) == 0)
+  # Future positions do not influence the past.
+  y = x.numpy().copy()
+  y[0, 3:] += 10.0
+  out2 = layer(tf.constant(y), use_causal_mask=True)
+  np.testing.assert_allclose(out.numpy()[0, :3], out2.numpy()[0, :3], atol=1e-4)
+
+
+def test_multi_head_attention_round_trip():
+  layer = layers.MultiHeadAttention(num_heads=2, key_dim=4, output_dim=6, dropout=0.1)
+  query, value = tf.random.normal([2, 3, 8]), tf.random.normal([2, 5, 8])
+  expected = layer(query, value)
+  restored = round_trip(layer)
+  assert restored.get_config() == layer.get_config()
+  restored(query, value)
+  copy_weights(layer, restored)
+  np.testing.assert_allclose(restored(query, value).numpy(), expected.numpy(), atol=1e-6)
+
+
+def test_additive_attention_shapes_masks_and_round_trip():
+  layer = layers.AdditiveAttention(16)
+  features, state = tf.random.normal([3, 10, 8]), tf.random.normal([3, 12])
+  context, weights = layer(features, state)
+  assert context.shape == (3, 8) and weights.shape == (3, 10)
+  np.testing.assert_allclose(weights.numpy().sum(-1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(context.numpy(),
+                             np.einsum("bl,blc->bc", weights.numpy(), features.numpy()),
+                             atol=1e-5)
+  mask = tf.constant(np.arange(10)[None, :] < np.array([[4], [10], [1]]))
+  _, masked = layer(features, state, feature_mask=mask)
+  assert np.all(masked.numpy()[0, 4:] == 0) and masked.numpy()[2, 0] == pytest.approx(1.0)
+  # Precomputed projections give the same result.
+  same, _ = layer(features, state, projected_features=layer.precompute(features))
+  np.testing.assert_allclose(same.numpy(), context.numpy(), atol=1e-6)
+  restored = round_trip(layer)
+  restored(features, state)
+  copy_weights(layer, restored)
+  np.testing.assert_allclose(restored(features, state)[0].numpy(), context.numpy(), atol=1e-6)
+
+
+def test_position_embedding_and_flatten():
+  maps = tf.zeros([2, 4, 5, 3])
+  pos = layers.PositionEmbedding2D()
+  out = pos(maps)
+  assert out.shape == (2, 4, 5, 3)
+  assert not np.allclose(out.numpy()[0, 0, 0], out.numpy()[0, 3, 4])  # positions differ
+  flat = layers.SpatialFlatten()(out)
+  assert flat.shape == (2, 20, 3)
+  with pytest.raises(ValueError, match="static feature-map size"):
+    layers.PositionEmbedding2D().build((None, None, None, 3))
+  assert round_trip(layers.Threshold(0.25)).threshold == 0.25
