@@ -1,0 +1,80 @@
+"""Show-Attend-Tell on the embedded `shapes` dataset: the default experiment.
+
+    python scripts/train.py --config=configs/shapes_sat.py --workdir=workdirs/shapes_sat
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config(arg=None):
+  """Returns the config; `arg` is unused (kept for the big_vision interface)."""
+  del arg
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "shapes"
+  config.data.annotations = ""  # file-based datasets only
+  config.data.image_root = ""  # file-based datasets only
+  config.data.image_size = 64
+  config.data.max_caption_length = 30  # words, without start/end; the longest is 29
+  config.data.vocab_size = 1000  # upper bound; min_count may make it smaller
+  config.data.min_count = 1
+  # `shapes` generator.
+  config.data.num_train = 20000
+  config.data.num_val = 500
+  config.data.num_test = 1000
+  config.data.num_compositional = 1000
+  config.data.min_objects = 1
+  config.data.max_objects = 3
+  config.data.held_out_pairs = (("red", "triangle"), ("green", "circle"),
+                                ("blue", "square"))
+
+  config.model = ml_collections.ConfigDict()
+  config.model.encoder = "small_cnn"
+  config.model.encoder_weights = config_dict.placeholder(str)  # None | "imagenet" | path
+  config.model.encoder_widths = (32, 64, 96, 128)  # small_cnn: one conv per stage
+  config.model.encoder_strides = (4, 1, 2, 1)  # 64 px -> an 8x8 feature map
+  config.model.decoder = "sat_lstm"
+  config.model.embed_dim = 128
+  config.model.hidden_dim = 256
+  config.model.attention_dim = 192
+  config.model.num_heads = 4  # multi-head decoders only
+  config.model.num_layers = 1
+  config.model.dropout = 0.2
+  config.model.doubly_stochastic_weight = 1.0  # lambda of Xu et al. 2015
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 64
+  config.train.num_steps = 6000
+  config.train.learning_rate = 2e-3
+  config.train.warmup_steps = 200
+  config.train.end_learning_rate_factor = 0.05  # cosine decay to lr * this
+  config.train.weight_decay = 0.0
+  config.train.grad_clip_norm = 5.0
+  config.train.label_smoothing = 0.0
+  config.train.log_every = 100
+  config.train.eval_every = 1000
+  config.train.checkpoint_every = 500
+  config.train.max_checkpoints = 3
+  config.train.strategy = "default"
+  config.train.mixed_precision = config_dict.placeholder(str)
+  config.train.jit_compile = False
+
+  config.decode = ml_collections.ConfigDict()
+  config.decode.method = "greedy"
+  config.decode.beam_size = 1
+  config.decode.max_length = 30
+
+  config.eval = ml_collections.ConfigDict()
+  # Evaluators run during training, chosen by name (captioning/evaluators).
+  config.eval.evaluators = ("perplexity", "captions")
+  config.eval.num_examples = 500  # of the val split, during training
+  # Metrics of the periodic evaluation; scripts/evaluate.py always computes all of them.
+  config.eval.caption_metrics = ("Bleu", "ROUGE_L", "CIDEr")
+  config.eval.batch_size = 250
+  config.eval.num_samples = 6  # captions and attention maps in TensorBoard
+
+  config.lock()  # a mistyped --config.x override fails loudly
+  return config

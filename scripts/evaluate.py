@@ -1,0 +1,28 @@
+"""Evaluates a trained workdir: python scripts/evaluate.py --workdir=DIR --split=test.
+
+Writes DIR/eval/SPLIT/captions.json and DIR/eval/SPLIT/metrics.json.
+"""
+
+from absl import app
+from absl import flags
+
+from captioning import evaluate
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
+_SPLIT = flags.DEFINE_enum("split", "test", ["train", "val", "test", "compositional"],
+                           "Which split to caption and score.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint path; the latest if unset.")
+_NUM_EXAMPLES = flags.DEFINE_integer("num_examples", None, "Score only the first N images.",
+                                     lower_bound=1)
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  evaluate.evaluate_workdir(_WORKDIR.value, _SPLIT.value, checkpoint=_CHECKPOINT.value,
+                            num_examples=_NUM_EXAMPLES.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,28 @@
+"""Trains a captioner: python scripts/train.py --config=configs/shapes_sat.py --workdir=DIR.
+
+Override any config value with --config.section.key=value, e.g. --config.train.num_steps=200.
+Rerunning the same command resumes from the latest checkpoint in DIR.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from captioning import train
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.info("Config:\n%s", _CONFIG.value)
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
