@@ -12,6 +12,7 @@ Layout:
 import json
 import os
 
+import keras
 import ml_collections
 import tensorflow as tf
 
@@ -100,6 +101,33 @@ def build_model(config, vocab_size, output_bias=None):
   return model
 
 
+def learning_rate_schedule(train_config):
+  """Linear warmup to `learning_rate`, then cosine decay to `lr * end_learning_rate_factor`."""
+  warmup = min(train_config.warmup_steps, max(train_config.num_steps - 1, 0))
+  return keras.optimizers.schedules.CosineDecay(
+      initial_learning_rate=0.0 if warmup else train_config.learning_rate,
+      decay_steps=max(train_config.num_steps - warmup, 1),
+      alpha=train_config.end_learning_rate_factor,
+      warmup_target=train_config.learning_rate if warmup else None,
+      warmup_steps=warmup)
+
+
+def build_optimizer(train_config):
+  """The optimizer a config trains with: AdamW on `learning_rate_schedule`."""
+  return keras.optimizers.AdamW(learning_rate_schedule(train_config),
+                                weight_decay=train_config.weight_decay)
+
+
+def training_checkpoint(model, optimizer, step):
+  """The one checkpoint structure of a workdir, for saving and for every restore.
+
+  Keras 3 variables saved with an optimizer are keyed under the optimizer's variable list, and a
+  checkpoint object without the optimizer silently fails to restore them, so restores use the
+  full structure too.
+  """
+  return tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+
+
 def restore(workdir, checkpoint=None):
   """Loads what evaluation and inference need from a training workdir.
 
@@ -117,6 +145,10 @@ def restore(workdir, checkpoint=None):
   if checkpoint is None:
     raise FileNotFoundError(f"No checkpoint in {checkpoint_dir(workdir)}: train first.")
   step = tf.Variable(0, dtype=tf.int64)
-  # Only the model (and step) are read; the optimizer's slots in the file are ignored.
-  tf.train.Checkpoint(model=model, step=step).read(checkpoint).expect_partial()
+  # Keras optimizers checkpoint their variables by list position, so the optimizer must be
+  # built exactly as in training for the model's variables to line up.
+  optimizer = build_optimizer(config.train)
+  optimizer.build(model.trainable_variables)
+  status = training_checkpoint(model, optimizer, step).read(checkpoint)
+  status.assert_existing_objects_matched().expect_partial()
   return config, tokenizer, model, int(step.numpy())

@@ -34,17 +34,6 @@ def create_strategy(name):
                    "expected default | mirrored | multi_worker_mirrored")
 
 
-def learning_rate_schedule(train_config):
-  """Linear warmup to `learning_rate`, then cosine decay to `lr * end_learning_rate_factor`."""
-  warmup = min(train_config.warmup_steps, max(train_config.num_steps - 1, 0))
-  return keras.optimizers.schedules.CosineDecay(
-      initial_learning_rate=0.0 if warmup else train_config.learning_rate,
-      decay_steps=max(train_config.num_steps - warmup, 1),
-      alpha=train_config.end_learning_rate_factor,
-      warmup_target=train_config.learning_rate if warmup else None,
-      warmup_steps=warmup)
-
-
 def make_train_step(model, optimizer, config, strategy, pad_id):
   """Builds the distributed train step: batch dict -> dict of scalar metrics."""
   num_replicas = strategy.num_replicas_in_sync
@@ -139,18 +128,19 @@ def train_and_evaluate(config, workdir):
   with strategy.scope():
     prior = tokenizer.word_counts_prior(c for caps in train_split.captions for c in caps)
     model = experiment.build_model(config, tokenizer.vocab_size, output_bias=prior)
-    optimizer = keras.optimizers.AdamW(learning_rate_schedule(config.train),
-                                       weight_decay=config.train.weight_decay)
+    optimizer = experiment.build_optimizer(config.train)
     optimizer.build(model.trainable_variables)
-    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+  # The step counter lives on the host, outside the strategy: it is not a replicated variable.
+  step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+  checkpoint = experiment.training_checkpoint(model, optimizer, step)
   manager = tf.train.CheckpointManager(
       checkpoint, experiment.checkpoint_dir(workdir), max_to_keep=config.train.max_checkpoints,
       step_counter=step)
   if manager.restore_or_initialize():
     logging.info("Resumed from %s at step %d", manager.latest_checkpoint, int(step))
 
-  stream = pipeline.TrainStream(train_split, tokens, config.train.batch_size, config.seed)
+  stream = pipeline.TrainStream(train_split, tokens, config.train.batch_size, config.seed,
+                                length_multiple=config.data.bucket_length_multiple)
   batches = iter(strategy.experimental_distribute_dataset(stream.dataset(int(step))))
   train_step = make_train_step(model, optimizer, config, strategy, tokenizer.pad_id)
   evals = _create_evaluators(config, tokenizer, val_split)

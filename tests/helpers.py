@@ -22,22 +22,24 @@ def load_config(name="smoke", **overrides):
   return config
 
 
-def read_scalars(logdir):
-  """{tag: {step: value}} from the event files in `logdir`."""
-  out = {}
+def _summary_values(logdir):
+  """Yields (step, value proto) for everything written to the event files in `logdir`."""
   for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
-        if value.metadata.plugin_data.plugin_name == "scalars":
-          out.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+        yield event.step, value
+
+
+def read_scalars(logdir):
+  """{tag: {step: value}} of the scalar summaries in `logdir`."""
+  out = {}
+  for step, value in _summary_values(logdir):
+    if value.metadata.plugin_data.plugin_name == "scalars":
+      out.setdefault(value.tag, {})[step] = float(tf.make_ndarray(value.tensor))
   return out
 
 
 def read_tags(logdir):
   """{tag: plugin name} of everything written to `logdir`."""
-  tags = {}
-  for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        tags[value.tag] = value.metadata.plugin_data.plugin_name
-  return tags
+  return {value.tag: value.metadata.plugin_data.plugin_name
+          for _, value in _summary_values(logdir)}

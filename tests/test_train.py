@@ -5,6 +5,7 @@ The end-to-end learning test lives in test_learning.py.
 
 import os
 
+import keras
 import numpy as np
 import pytest
 
@@ -15,7 +16,9 @@ import helpers
 TINY = {"train.num_steps": 40, "train.log_every": 5, "train.checkpoint_every": 20,
         "train.eval_every": 1000, "data.num_train": 600, "data.num_val": 20,
         "data.num_test": 20, "data.num_compositional": 20, "eval.num_examples": 20,
-        "eval.evaluators": ("perplexity",)}
+        "eval.evaluators": ("perplexity",), "train.warmup_steps": 5,
+        "model.doubly_stochastic_weight": 1.0,
+        "data.bucket_length_multiple": 0}  # one batch shape: one trace of the train step
 
 
 def interrupt_after(monkeypatch, num_calls):
@@ -49,8 +52,12 @@ def test_interrupted_run_resumes_on_course(tmp_path, monkeypatch):
   train.train_and_evaluate(helpers.load_config(**TINY), resumed)
   losses = helpers.read_scalars(os.path.join(resumed, "tensorboard", "train"))["train/loss"]
   assert sorted(losses) == list(range(5, 45, 5))  # each logged once: 5..20, then 25..40
-  _, _, _, step = experiment.restore(resumed)
+  _, _, model, step = experiment.restore(resumed)
   assert step == 40
+  # The restored weights are the trained ones: they match the final model.keras exactly.
+  final = keras.saving.load_model(os.path.join(resumed, "model.keras"))
+  batch = {"image": np.full([2, 32, 32, 3], 100, np.uint8), "tokens": np.ones([2, 4], np.int32)}
+  np.testing.assert_array_equal(model(batch)["logits"].numpy(), final(batch)["logits"].numpy())
   # On course: same data and schedule as the uninterrupted run, so the same loss curve (up to
   # dropout noise), far below where training began.
   base = helpers.read_scalars(os.path.join(straight, "tensorboard", "train"))["train/loss"]
@@ -99,7 +106,7 @@ def test_learning_rate_schedule_warms_up_then_decays():
   config = helpers.load_config(**{"train.num_steps": 100, "train.warmup_steps": 10,
                                   "train.learning_rate": 1.0,
                                   "train.end_learning_rate_factor": 0.1})
-  schedule = train.learning_rate_schedule(config.train)
+  schedule = experiment.learning_rate_schedule(config.train)
   values = np.array([float(schedule(s)) for s in range(0, 101, 5)])
   assert values[0] == 0.0 and values[2] == pytest.approx(1.0)
   assert np.all(np.diff(values[2:]) <= 1e-7) and values[-1] == pytest.approx(0.1, abs=1e-3)

@@ -22,30 +22,43 @@ class Captioner(keras.Model):
     encoder_weights: pretrained encoder weights (None trains from scratch).
     decoder: decoder name (see `decoders.build_decoder`).
     embed_dim, hidden_dim, attention_dim, num_heads, num_layers, dropout: decoder sizes.
+    attention_coverage: let the attention see how much each location was attended so far.
+    init_dropout: training-time probability of starting the decoder without the mean feature.
+    init_moments: also start it from the features' spatial moments (see the decoder).
+    position_channels: how locations' rows and columns are appended to the features
+      ("linear" or "one_hot", see `layers.AppendCoordinates`).
     output_bias: optional initial output bias [V] (not serialised; weights replace it).
   """
 
   def __init__(self, vocab_size, encoder="small_cnn", encoder_widths=(32, 64, 96, 128),
                encoder_strides=(4, 1, 2, 1), encoder_weights=None, decoder="sat_lstm", embed_dim=128, hidden_dim=256,
-               attention_dim=128, num_heads=4, num_layers=1, dropout=0.0, output_bias=None,
-               **kwargs):
+               attention_dim=128, num_heads=4, num_layers=1, dropout=0.0,
+               attention_coverage=False, init_dropout=0.0, init_moments=False,
+               position_channels="linear", output_bias=None, **kwargs):
     super().__init__(**kwargs)
     self.hparams = dict(vocab_size=vocab_size, encoder=encoder,
                         encoder_widths=list(encoder_widths),
                         encoder_strides=list(encoder_strides), encoder_weights=encoder_weights,
                         decoder=decoder, embed_dim=embed_dim, hidden_dim=hidden_dim,
                         attention_dim=attention_dim, num_heads=num_heads,
-                        num_layers=num_layers, dropout=dropout)
+                        num_layers=num_layers, dropout=dropout,
+                        attention_coverage=attention_coverage, init_dropout=init_dropout,
+                        init_moments=init_moments, position_channels=position_channels)
+    if init_moments and position_channels != "linear":
+      raise ValueError("init_moments needs position_channels='linear' (row, column last).")
     policy = self.dtype_policy
     self.encoder = encoders.build_encoder(encoder, widths=encoder_widths,
                                           strides=encoder_strides, weights=encoder_weights,
                                           dtype=policy)
     self.position = layers.PositionEmbedding2D(name="position", dtype=policy)
+    self.coordinates = layers.AppendCoordinates(position_channels, name="coordinates",
+                                                dtype=policy)
     self.flatten = layers.SpatialFlatten(name="flatten", dtype=policy)
     self.decoder = decoders.build_decoder(
         decoder, vocab_size=vocab_size, embed_dim=embed_dim, hidden_dim=hidden_dim,
         attention_dim=attention_dim, num_heads=num_heads, num_layers=num_layers,
-        dropout=dropout, output_bias=output_bias, dtype=policy)
+        dropout=dropout, coverage=attention_coverage, init_dropout=init_dropout,
+        init_moments=init_moments, output_bias=output_bias, dtype=policy)
 
   def build(self, input_shape):
     image_shape = tuple(input_shape["image"])
@@ -53,12 +66,14 @@ class Captioner(keras.Model):
     maps_shape = self.encoder.compute_output_shape(image_shape)
     self.position.build(maps_shape)
     self.feature_map_shape = tuple(maps_shape[1:3])  # (H, W), for attention pictures
-    b, h, w, c = maps_shape
+    b, h, w, c = self.coordinates.compute_output_shape(maps_shape)
     self.decoder.build((b, h * w, c), tuple(input_shape.get("tokens", (b, None))))
 
   def encode(self, images, training=False):
-    """Images [B, S, S, 3] -> feature sequence [B, H*W, C]."""
-    return self.flatten(self.position(self.encoder(images, training=training)))
+    """Images [B, S, S, 3] -> feature sequence [B, H*W, C + P] (features, then P position
+    channels)."""
+    maps = self.position(self.encoder(images, training=training))  # [B, H, W, C]
+    return self.flatten(self.coordinates(maps))
 
   def call(self, inputs, training=False):
     features = self.encode(inputs["image"], training=training)
@@ -86,4 +101,8 @@ def build_captioner(model_config, vocab_size, output_bias=None, dtype=None):
       embed_dim=model_config.embed_dim, hidden_dim=model_config.hidden_dim,
       attention_dim=model_config.attention_dim, num_heads=model_config.num_heads,
       num_layers=model_config.num_layers, dropout=model_config.dropout,
+      attention_coverage=model_config.get("attention_coverage", False),
+      init_dropout=model_config.get("init_dropout", 0.0),
+      init_moments=model_config.get("init_moments", False),
+      position_channels=model_config.get("position_channels", "linear"),
       output_bias=output_bias, dtype=dtype, name="captioner")

@@ -101,6 +101,48 @@ class PositionEmbedding2D(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="captioning")
+class AppendCoordinates(keras.layers.Layer):
+  """Appends each location's row and column to feature maps [B, H, W, C].
+
+  An attention-weighted sum of the features then carries the attended place explicitly, which
+  spatial relations ("left of", "above") need.
+
+  Args:
+    encoding: "linear" appends (row, column) scaled to [-1, 1]: [B, H, W, C + 2].
+      "one_hot" appends a one-hot row and a one-hot column: [B, H, W, C + H + W]; pooled by
+      attention this is the attention's distribution over rows and over columns, which a linear
+      layer can read positions from directly.
+  """
+
+  def __init__(self, encoding="linear", **kwargs):
+    super().__init__(**kwargs)
+    if encoding not in ("linear", "one_hot"):
+      raise ValueError(f"encoding must be 'linear' or 'one_hot', got {encoding!r}")
+    self.encoding = encoding
+
+  def call(self, feature_maps):
+    shape = tf.shape(feature_maps)
+    if self.encoding == "linear":
+      rows = tf.linspace(-1.0, 1.0, shape[1])[:, tf.newaxis]  # [H, 1]
+      cols = tf.linspace(-1.0, 1.0, shape[2])[:, tf.newaxis]  # [W, 1]
+    else:
+      rows = tf.eye(shape[1])  # [H, H]
+      cols = tf.eye(shape[2])  # [W, W]
+    grid = tf.concat([  # [H, W, 2] or [H, W, H + W]
+        tf.tile(rows[:, tf.newaxis, :], [1, shape[2], 1]),
+        tf.tile(cols[tf.newaxis, :, :], [shape[1], 1, 1])], axis=-1)
+    grid = tf.tile(grid[tf.newaxis], [shape[0], 1, 1, 1])
+    return tf.concat([feature_maps, tf.cast(grid, feature_maps.dtype)], axis=-1)
+
+  def compute_output_shape(self, input_shape):
+    extra = 2 if self.encoding == "linear" else input_shape[1] + input_shape[2]
+    return tuple(input_shape[:-1]) + (input_shape[-1] + extra,)
+
+  def get_config(self):
+    return {**super().get_config(), "encoding": self.encoding}
+
+
+@keras.saving.register_keras_serializable(package="captioning")
 class MultiHeadAttention(keras.layers.Layer):
   """Multi-head scaled dot-product attention written with raw TF ops and explicit masks.
 
@@ -193,40 +235,55 @@ class AdditiveAttention(keras.layers.Layer):
 
   `precompute` projects the features once per image; `call` then scores every location against
   the decoder state at each step: e = v^T tanh(W f + U h), alpha = softmax(e) over locations.
+  With `coverage`, the attention each location has received so far enters the score too,
+  e = v^T tanh(W f + U h + w c) (Tu et al. 2016), so the decoder can tell described objects
+  from the ones still to mention.
 
   Args:
     units: attention dimension.
+    coverage: whether `call` takes the accumulated attention [B, L] into account.
   """
 
-  def __init__(self, units, **kwargs):
+  def __init__(self, units, coverage=False, **kwargs):
     super().__init__(**kwargs)
     self.units = units
+    self.coverage = coverage
     self.feature_dense = keras.layers.Dense(units, name="feature_proj", dtype=self.dtype_policy)
     self.state_dense = keras.layers.Dense(units, name="state_proj", dtype=self.dtype_policy)
     self.score_dense = keras.layers.Dense(1, name="score", dtype=self.dtype_policy)
+    self.coverage_dense = (keras.layers.Dense(units, use_bias=False, name="coverage_proj",
+                                              dtype=self.dtype_policy) if coverage else None)
 
   def build(self, features_shape, state_shape):
     self.feature_dense.build(features_shape)
     self.state_dense.build(state_shape)
     self.score_dense.build(tuple(features_shape[:-1]) + (self.units,))
+    if self.coverage_dense is not None:
+      self.coverage_dense.build(tuple(features_shape[:-1]) + (1,))
 
   def precompute(self, features):
     """Projects features [B, L, C] -> [B, L, A]; reused at every decoding step."""
     return self.feature_dense(features)
 
-  def call(self, features, state, projected_features=None, feature_mask=None):
+  def call(self, features, state, projected_features=None, feature_mask=None, coverage=None):
     """Attends over `features` [B, L, C] from `state` [B, D].
 
     Args:
       projected_features: `precompute(features)`, to skip recomputing it at each step.
       feature_mask: optional bool [B, L]; False locations get zero weight.
+      coverage: [B, L] attention received so far; required when built with coverage=True.
 
     Returns:
       (context [B, C], weights [B, L]).
     """
     if projected_features is None:
       projected_features = self.precompute(features)
-    hidden = tf.tanh(projected_features + self.state_dense(state)[:, tf.newaxis, :])  # [B, L, A]
+    hidden = projected_features + self.state_dense(state)[:, tf.newaxis, :]  # [B, L, A]
+    if self.coverage_dense is not None:
+      if coverage is None:
+        raise ValueError("This attention layer was built with coverage; pass `coverage`.")
+      hidden += self.coverage_dense(tf.cast(coverage, hidden.dtype)[:, :, tf.newaxis])
+    hidden = tf.tanh(hidden)
     scores = tf.squeeze(self.score_dense(hidden), -1)  # [B, L]
     if feature_mask is not None:
       scores = tf.where(feature_mask, scores, tf.cast(_MASK_VALUE, scores.dtype))
@@ -237,4 +294,4 @@ class AdditiveAttention(keras.layers.Layer):
     return context, weights
 
   def get_config(self):
-    return {**super().get_config(), "units": self.units}
+    return {**super().get_config(), "units": self.units, "coverage": self.coverage}

@@ -82,3 +82,26 @@ def test_images_without_captions_and_bad_batch_size_are_reported():
                                  [["caption 0 number 0"], ["caption 1 number 0", "caption 1"]])
   encoded = pipeline.encode_captions(uneven, tok, 5)
   np.testing.assert_array_equal(encoded[0, 0], encoded[0, 1])
+
+
+def test_batches_are_cut_to_their_longest_caption():
+  rng = np.random.RandomState(0)
+  n = 60
+  captions = [[" ".join(["w"] * int(rng.randint(1, 30))) for _ in range(5)] for _ in range(n)]
+  split = datasets.CaptionSplit("train", np.zeros([n, 4, 4, 3], np.uint8), np.arange(n), captions)
+  tok = tokenizer_lib.Tokenizer.build(["w"], vocab_size=10)
+  tokens = pipeline.encode_captions(split, tok, max_length=30)  # [60, 5, 32]
+  stream = pipeline.TrainStream(split, tokens, batch_size=10, seed=0, length_multiple=8)
+  lengths = []
+  for step in range(stream.batches_per_epoch):
+    batch = stream.batch(step)["tokens"]
+    assert batch.shape[1] % 8 == 0 or batch.shape[1] == 32
+    assert np.all((batch == tok.end_id).sum(1) == 1)  # every caption keeps its <end>
+    lengths.append(batch.shape[1])
+  # Grouping by length pays: batches are shorter on average than the full 32 tokens.
+  assert np.mean(lengths) < 26
+  # Still every pair exactly once per epoch (300 pairs = 30 batches of 10).
+  seen = np.concatenate([stream._epoch_plan(0).reshape(-1)])
+  assert sorted(seen.tolist()) == list(range(300))
+  unbucketed = pipeline.TrainStream(split, tokens, batch_size=10, seed=0, length_multiple=0)
+  assert unbucketed.batch(0)["tokens"].shape == (10, 32)

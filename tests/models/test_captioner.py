@@ -30,6 +30,7 @@ def test_output_shapes_and_attention():
   assert model.feature_map_shape == (8, 8)
   assert out["logits"].shape == (3, 6, 20)
   assert out["attention"].shape == (3, 6, 64)  # [B, T, H*W]
+  assert model.encode(inputs()["image"]).shape == (3, 64, 18)  # 16 channels + row, column
   assert out["gate"].shape == (3, 6)
   np.testing.assert_allclose(out["attention"].numpy().sum(-1), 1.0, atol=1e-5)
   assert np.all((out["gate"].numpy() > 0) & (out["gate"].numpy() < 1))
@@ -41,8 +42,9 @@ def test_output_bias_starts_from_prior():
   np.testing.assert_allclose(model.decoder.logits.bias.numpy(), bias)
 
 
-def test_teacher_forcing_matches_step_by_step_decoding():
-  model = small_captioner()
+@pytest.mark.parametrize("coverage", [False, True])
+def test_teacher_forcing_matches_step_by_step_decoding(coverage):
+  model = small_captioner(attention_coverage=coverage)
   batch = inputs()
   full = model(batch, training=False)
   features = model.encode(batch["image"])
@@ -64,8 +66,9 @@ def test_dropout_only_in_training():
   assert not np.allclose(a, c)
 
 
-def test_keras_file_round_trip(tmp_path):
-  model = small_captioner()
+@pytest.mark.parametrize("coverage", [False, True])
+def test_keras_file_round_trip(tmp_path, coverage):
+  model = small_captioner(attention_coverage=coverage)
   batch = inputs()
   expected = model(batch)
   path = str(tmp_path / "captioner.keras")
@@ -95,3 +98,50 @@ def test_gradients_reach_every_variable():
   grads = tape.gradient(loss, model.trainable_variables)
   missing = [v.path for v, g in zip(model.trainable_variables, grads) if g is None]
   assert not missing
+
+
+def test_coverage_accumulates_attention():
+  model = small_captioner(attention_coverage=True)
+  batch = inputs()
+  features = model.encode(batch["image"])
+  state = model.decoder.initial_state(features)
+  projected = model.decoder.precompute(features)
+  total = np.zeros([3, 64], np.float32)
+  for t in range(3):
+    _, state, alpha, _ = model.decoder.step(batch["tokens"][:, t], state, features, projected)
+    total += alpha.numpy()
+  np.testing.assert_allclose(state[2].numpy(), total, atol=1e-5)
+  with pytest.raises(ValueError, match="pass `coverage`"):
+    model.decoder.attention(features, state[0])
+
+
+def test_init_dropout_drops_whole_examples_only_in_training():
+  model = small_captioner(init_dropout=0.5)
+  features = model.encode(inputs(batch=64)["image"])
+  h_eval = model.decoder.initial_state(features)[0].numpy()
+  h_train = model.decoder.initial_state(features, training=True)[0].numpy()
+  h_empty = np.tanh(model.decoder.init_h.bias.numpy())  # the state of a dropped example
+  dropped = np.all(np.isclose(h_train, h_empty, atol=1e-6), axis=1)
+  assert 10 < dropped.sum() < 54  # about half of 64
+  kept = ~dropped
+  # Kept examples see the mean scaled by nothing else: identical to evaluation.
+  np.testing.assert_allclose(h_train[kept], h_eval[kept], atol=1e-6)
+  np.testing.assert_array_equal(model.decoder.initial_state(features)[0].numpy(), h_eval)
+
+
+def test_initial_state_sees_the_layout_with_moments():
+  features = tf.random.normal([1, 4, 6], seed=3)
+  coords = tf.constant([[[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]]])
+  layout = tf.concat([features, coords], -1)  # 4 locations, (row, column) last
+  swapped = tf.concat([tf.reverse(features, [1]), coords], -1)  # same contents, moved
+  model = captioner.Captioner(vocab_size=5, embed_dim=4, hidden_dim=6, attention_dim=3,
+                              init_moments=True)
+  model.decoder.build((None, 4, 8), (None, None))
+  h = [model.decoder.initial_state(x)[0].numpy() for x in (layout, swapped)]
+  assert np.abs(h[0] - h[1]).max() > 1e-4  # the mean is the same; the moments are not
+  plain = captioner.Captioner(vocab_size=5, embed_dim=4, hidden_dim=6, attention_dim=3)
+  plain.decoder.build((None, 4, 8), (None, None))
+  h = [plain.decoder.initial_state(x)[0].numpy() for x in (layout, swapped)]
+  np.testing.assert_allclose(h[0], h[1], atol=1e-6)
+  with pytest.raises(ValueError, match="init_moments needs"):
+    captioner.Captioner(vocab_size=5, init_moments=True, position_channels="one_hot")

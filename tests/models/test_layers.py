@@ -99,3 +99,26 @@ def test_position_embedding_and_flatten():
   with pytest.raises(ValueError, match="static feature-map size"):
     layers.PositionEmbedding2D().build((None, None, None, 3))
   assert round_trip(layers.Threshold(0.25)).threshold == 0.25
+
+
+def test_append_coordinates():
+  maps = tf.random.normal([2, 3, 4, 5])
+  out = layers.AppendCoordinates()(maps).numpy()
+  assert out.shape == (2, 3, 4, 7)
+  np.testing.assert_array_equal(out[..., :5], maps.numpy())
+  np.testing.assert_allclose(out[0, :, 0, 5], [-1, 0, 1])  # rows, top to bottom
+  np.testing.assert_allclose(out[1, 0, :, 6], [-1, -1 / 3, 1 / 3, 1], atol=1e-6)  # columns
+  assert round_trip(layers.AppendCoordinates()).compute_output_shape((None, 3, 4, 5)) == (
+      None, 3, 4, 7)
+
+
+def test_append_one_hot_coordinates():
+  maps = tf.zeros([1, 2, 3, 1])
+  out = layers.AppendCoordinates("one_hot")(maps).numpy()
+  assert out.shape == (1, 2, 3, 1 + 2 + 3)
+  np.testing.assert_array_equal(out[0, 1, 2], [0, 0, 1, 0, 0, 1])  # row 1, column 2
+  np.testing.assert_array_equal(out[0, 0, 0], [0, 1, 0, 1, 0, 0])
+  assert layers.AppendCoordinates("one_hot").compute_output_shape((None, 2, 3, 1)) == (
+      None, 2, 3, 6)
+  with pytest.raises(ValueError, match="encoding"):
+    layers.AppendCoordinates("polar")

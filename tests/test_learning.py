@@ -1,0 +1,95 @@
+"""End to end on configs/smoke.py: train, evaluate, and check the model really learned.
+
+Marked slow: about two minutes on 2 CPU cores. CI runs it (`make test`); `make test-fast` skips it.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from captioning import evaluate
+from captioning import train
+import helpers
+
+pytestmark = pytest.mark.slow
+
+# Measured on 2 CPU cores with configs/smoke.py (see docs/results.md); set with a margin below.
+MIN_FACT_ACCURACY = 0.60
+MIN_BLEU_4 = 0.55
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("smoke"))
+  val_metrics = train.train_and_evaluate(helpers.load_config("smoke"), workdir)
+  test_report = evaluate.evaluate_workdir(workdir, "test")
+  return workdir, val_metrics, test_report
+
+
+def test_smoke_training_learns_real_captions(trained):
+  _, val_metrics, report = trained
+  assert report["fact_accuracy"] >= MIN_FACT_ACCURACY, report
+  assert report["Bleu_4"] >= MIN_BLEU_4, report
+  assert report["unfinished_captions"] <= 0.02
+  assert val_metrics["fact_accuracy"] >= MIN_FACT_ACCURACY - 0.1
+
+
+def test_evaluation_writes_coco_results_and_metrics(trained):
+  workdir, _, report = trained
+  with open(os.path.join(workdir, "eval", "test", "captions.json")) as f:
+    captions = json.load(f)
+  with open(os.path.join(workdir, "eval", "test", "metrics.json")) as f:
+    metrics = json.load(f)
+  assert len(captions) == report["num_images"] == 200
+  assert all(set(c) == {"image_id", "caption"} and isinstance(c["image_id"], int)
+             for c in captions)
+  assert len({c["image_id"] for c in captions}) == len(captions)
+  for key in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr", "fact_accuracy"):
+    assert 0.0 <= metrics[key] <= 10.0, key
+  assert metrics["step"] == 800 and metrics["split"] == "test"
+  if metrics["tokenizer"] == "ptb":
+    assert "METEOR" in metrics
+  else:
+    assert "METEOR" in metrics["skipped_metrics"]
+
+
+def test_tensorboard_has_what_a_researcher_looks_at(trained):
+  workdir, _, _ = trained
+  train_tags = helpers.read_tags(os.path.join(workdir, "tensorboard", "train"))
+  for tag in ("train/loss", "train/perplexity", "train/learning_rate", "train/grad_norm",
+              "train/steps_per_sec", "train/examples_per_sec"):
+    assert train_tags.get(tag) == "scalars", tag
+  assert train_tags.get("config") == "text"
+  eval_tags = helpers.read_tags(os.path.join(workdir, "tensorboard", "eval"))
+  assert eval_tags.get("val/Bleu_4") == "scalars"
+  assert eval_tags.get("val/fact_accuracy") == "scalars"
+  assert eval_tags.get("val/perplexity") == "scalars"
+  assert eval_tags.get("val/samples") == "text"
+  assert eval_tags.get("val/attention") == "images"
+  test_tags = helpers.read_tags(os.path.join(workdir, "tensorboard", "eval_test"))
+  assert test_tags.get("test/Bleu_4") == "scalars"
+
+
+def test_evaluate_script_on_the_compositional_split(trained):
+  workdir, _, _ = trained
+  subprocess.run([sys.executable, os.path.join(helpers.ROOT, "scripts", "evaluate.py"),
+                  f"--workdir={workdir}", "--split=compositional", "--num_examples=40"],
+                 check=True, cwd=helpers.ROOT, capture_output=True, timeout=300)
+  with open(os.path.join(workdir, "eval", "compositional", "metrics.json")) as f:
+    metrics = json.load(f)
+  assert metrics["num_images"] == 40 and "fact_accuracy" in metrics
+
+
+def test_saved_model_file_loads_and_captions(trained):
+  import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from captioning import experiment  # pylint: disable=g-import-not-at-top
+  workdir, _, _ = trained
+  model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
+  _, _, restored, _ = experiment.restore(workdir)
+  batch = {"image": np.zeros([2, 32, 32, 3], np.uint8), "tokens": np.ones([2, 5], np.int32)}
+  np.testing.assert_allclose(model(batch)["logits"].numpy(),
+                             restored(batch)["logits"].numpy(), atol=1e-5)
