@@ -84,7 +84,7 @@ def test_unknown_encoder_and_pretrained_small_cnn_are_rejected():
   with pytest.raises(ValueError, match="Unknown encoder"):
     captioner.Captioner(vocab_size=10, encoder="vgg_from_the_future")
   with pytest.raises(ValueError, match="trained from scratch"):
-    encoders.build_encoder("small_cnn", weights="imagenet")
+    encoders.build_encoder("small_cnn", weights="/weights/backbone.h5")
   with pytest.raises(ValueError, match="Unknown decoder"):
     captioner.Captioner(vocab_size=10, decoder="gru")
 
