@@ -49,8 +49,9 @@ class CaptionEvaluator:
     self.batch_size = batch_size
     self.jit_compile = jit_compile
     self._decoder = None
+    # What the last `run` produced, kept for summaries and result files.
     self.predictions, self.attention, self.finished = {}, None, None
-    self.warnings = []
+    self.warnings, self.tokenizer_name, self.skipped = [], None, {}
 
   def run(self, model):
     """Returns COCO metrics, fact accuracy (on `shapes`) and the share of unfinished captions."""
@@ -62,10 +63,10 @@ class CaptionEvaluator:
         self._decoder, self.tokenizer, self.split, self.batch_size)
     scored = coco_metrics.compute_caption_metrics(self.predictions, self.split.references(),
                                                   metrics=self.caption_metrics)
-    self.warnings = list(scored.warnings)
+    self.warnings, self.tokenizer_name = list(scored.warnings), scored.tokenizer
+    self.skipped = dict(scored.skipped)
     metrics = dict(scored.scores)
     if self.split.scenes is not None:
       metrics.update(facts.fact_accuracy(self.predictions, self.split.scene_by_id()))
     metrics["unfinished_captions"] = float(1.0 - np.mean(self.finished))
-    self.tokenizer_name, self.skipped = scored.tokenizer, dict(scored.skipped)
     return metrics

@@ -28,7 +28,7 @@ class PerplexityEvaluator:
     self.tokens = pipeline.encode_captions(split, tokenizer, max_caption_length)
     self.batch_size = batch_size
     self.pad_id = tokenizer.pad_id
-    self._score = None
+    self._score, self._score_model = None, None  # compiled once per model
 
   def _make_score(self, model):
 
@@ -45,7 +45,7 @@ class PerplexityEvaluator:
 
   def run(self, model):
     """Returns {"teacher_forced_loss", "perplexity", "teacher_forced_token_accuracy"}."""
-    if self._score is None or self._score_model is not model:
+    if self._score_model is not model:
       self._score, self._score_model = self._make_score(model), model
     total_loss = total_hits = total_count = 0.0
     for batch in pipeline.caption_batches(self.split, self.tokens, self.batch_size):
