@@ -39,6 +39,8 @@ def get_config(arg=None):
   config.model.encoder_weights = config_dict.placeholder(str)  # None | "imagenet" | path
   config.model.encoder_widths = (32, 64, 96, 128)  # small_cnn: one conv per stage
   config.model.encoder_strides = (4, 1, 2, 1)  # 64 px -> an 8x8 feature map
+  # Transformer encoder blocks over the feature locations before the decoder attends to them.
+  config.model.encoder_blocks = 0
   config.model.decoder = "sat_lstm"
   config.model.embed_dim = 128
   config.model.hidden_dim = 256
@@ -48,6 +50,8 @@ def get_config(arg=None):
   config.model.dropout = 0.2
   # Attention scores see the attention each location received so far (Tu et al. 2016).
   config.model.attention_coverage = False
+  # Xu et al.'s gating scalar beta_t on the attended context.
+  config.model.attention_gate = True
   # Training drops an example's mean-feature initial state with this probability, so the decoder
   # must find objects by attention (and so learns where they are).
   config.model.init_dropout = 0.5

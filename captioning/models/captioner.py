@@ -1,6 +1,7 @@
 """The captioner: encoder -> feature sequence -> attention decoder, as one Keras model."""
 
 import keras
+import tensorflow as tf
 
 from captioning.models import decoders
 from captioning.models import encoders
@@ -34,7 +35,8 @@ class Captioner(keras.Model):
                encoder_strides=(4, 1, 2, 1), encoder_weights=None, decoder="sat_lstm", embed_dim=128, hidden_dim=256,
                attention_dim=128, num_heads=4, num_layers=1, dropout=0.0,
                attention_coverage=False, init_dropout=0.0, init_moments=False,
-               position_channels="linear", output_bias=None, **kwargs):
+               position_channels="linear", encoder_blocks=0, attention_gate=True, output_bias=None,
+               **kwargs):
     super().__init__(**kwargs)
     self.hparams = dict(vocab_size=vocab_size, encoder=encoder,
                         encoder_widths=list(encoder_widths),
@@ -43,7 +45,8 @@ class Captioner(keras.Model):
                         attention_dim=attention_dim, num_heads=num_heads,
                         num_layers=num_layers, dropout=dropout,
                         attention_coverage=attention_coverage, init_dropout=init_dropout,
-                        init_moments=init_moments, position_channels=position_channels)
+                        init_moments=init_moments, position_channels=position_channels,
+                        encoder_blocks=encoder_blocks, attention_gate=attention_gate)
     if init_moments and position_channels != "linear":
       raise ValueError("init_moments needs position_channels='linear' (row, column last).")
     policy = self.dtype_policy
@@ -51,6 +54,9 @@ class Captioner(keras.Model):
                                           strides=encoder_strides, weights=encoder_weights,
                                           dtype=policy)
     self.position = layers.PositionEmbedding2D(name="position", dtype=policy)
+    self.blocks = [layers.TransformerEncoderBlock(num_heads, dropout=dropout, name=f"block{i}",
+                                                  dtype=policy)
+                   for i in range(int(encoder_blocks))]
     self.coordinates = layers.AppendCoordinates(position_channels, name="coordinates",
                                                 dtype=policy)
     self.flatten = layers.SpatialFlatten(name="flatten", dtype=policy)
@@ -58,7 +64,7 @@ class Captioner(keras.Model):
         decoder, vocab_size=vocab_size, embed_dim=embed_dim, hidden_dim=hidden_dim,
         attention_dim=attention_dim, num_heads=num_heads, num_layers=num_layers,
         dropout=dropout, coverage=attention_coverage, init_dropout=init_dropout,
-        init_moments=init_moments, output_bias=output_bias, dtype=policy)
+        init_moments=init_moments, gate=attention_gate, output_bias=output_bias, dtype=policy)
 
   def build(self, input_shape):
     image_shape = tuple(input_shape["image"])
@@ -67,13 +73,24 @@ class Captioner(keras.Model):
     self.position.build(maps_shape)
     self.feature_map_shape = tuple(maps_shape[1:3])  # (H, W), for attention pictures
     b, h, w, c = self.coordinates.compute_output_shape(maps_shape)
+    for block in self.blocks:
+      block.build((b, h * w, c))
     self.decoder.build((b, h * w, c), tuple(input_shape.get("tokens", (b, None))))
 
   def encode(self, images, training=False):
     """Images [B, S, S, 3] -> feature sequence [B, H*W, C + P] (features, then P position
     channels)."""
     maps = self.position(self.encoder(images, training=training))  # [B, H, W, C]
-    return self.flatten(self.coordinates(maps))
+    sequence = self.flatten(self.coordinates(maps))  # [B, L, C + P]
+    if self.blocks:
+      # The blocks read the position channels but update only the features, so the position
+      # channels stay exact (the decoder's init_moments relies on them).
+      channels = tf.shape(maps)[-1]
+      features = sequence
+      for block in self.blocks:
+        features = block(features, training=training)
+      sequence = tf.concat([features[..., :channels], sequence[..., channels:]], axis=-1)
+    return sequence
 
   def call(self, inputs, training=False):
     features = self.encode(inputs["image"], training=training)
@@ -105,4 +122,6 @@ def build_captioner(model_config, vocab_size, output_bias=None, dtype=None):
       init_dropout=model_config.get("init_dropout", 0.0),
       init_moments=model_config.get("init_moments", False),
       position_channels=model_config.get("position_channels", "linear"),
+      encoder_blocks=model_config.get("encoder_blocks", 0),
+      attention_gate=model_config.get("attention_gate", True),
       output_bias=output_bias, dtype=dtype, name="captioner")

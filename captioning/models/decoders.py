@@ -48,8 +48,8 @@ class ShowAttendTellDecoder(keras.layers.Layer):
   """
 
   def __init__(self, vocab_size, embed_dim, hidden_dim, attention_dim, dropout=0.0,
-               coverage=False, init_dropout=0.0, init_moments=False, output_bias=None,
-               **kwargs):
+               coverage=False, init_dropout=0.0, init_moments=False, gate=True,
+               output_bias=None, **kwargs):
     super().__init__(**kwargs)
     self.vocab_size = vocab_size
     self.embed_dim = embed_dim
@@ -59,13 +59,15 @@ class ShowAttendTellDecoder(keras.layers.Layer):
     self.coverage = coverage
     self.init_dropout = init_dropout
     self.init_moments = init_moments
+    self.use_gate = gate
     policy = self.dtype_policy
     self.embedding = keras.layers.Embedding(vocab_size, embed_dim, name="embedding", dtype=policy)
     self.init_h = keras.layers.Dense(hidden_dim, activation="tanh", name="init_h", dtype=policy)
     self.init_c = keras.layers.Dense(hidden_dim, activation="tanh", name="init_c", dtype=policy)
     self.attention = layers.AdditiveAttention(attention_dim, coverage=coverage,
                                               name="attention", dtype=policy)
-    self.gate = keras.layers.Dense(1, activation="sigmoid", name="gate", dtype=policy)
+    self.gate = (keras.layers.Dense(1, activation="sigmoid", name="gate", dtype=policy)
+                 if gate else None)
     self.cell = keras.layers.LSTMCell(hidden_dim, name="lstm", dtype=policy)
     self.out_h = keras.layers.Dense(embed_dim, name="out_h", dtype=policy)
     self.out_z = keras.layers.Dense(embed_dim, use_bias=False, name="out_z", dtype=policy)
@@ -83,7 +85,8 @@ class ShowAttendTellDecoder(keras.layers.Layer):
     self.init_h.build((batch, init_size))
     self.init_c.build((batch, init_size))
     self.attention.build(features_shape, (batch, self.hidden_dim))
-    self.gate.build((batch, self.hidden_dim))
+    if self.gate is not None:
+      self.gate.build((batch, self.hidden_dim))
     self.cell.build((batch, self.embed_dim + channels))
     self.out_h.build((batch, self.hidden_dim))
     self.out_z.build((batch, channels))
@@ -115,7 +118,10 @@ class ShowAttendTellDecoder(keras.layers.Layer):
     context, alpha = self.attention(
         features, h, projected_features=projected, feature_mask=feature_mask,
         coverage=state[2] if self.coverage else None)  # [B, C], [B, L]
-    beta = self.gate(h)  # [B, 1]
+    if self.gate is None:
+      beta = tf.ones_like(context[:, :1])  # [B, 1]
+    else:
+      beta = self.gate(h)  # [B, 1]
     return beta * context, alpha, tf.squeeze(beta, -1)
 
   def _advance(self, embedded, z, alpha, state, training):
@@ -176,18 +182,19 @@ class ShowAttendTellDecoder(keras.layers.Layer):
     return {**super().get_config(), "vocab_size": self.vocab_size, "embed_dim": self.embed_dim,
             "hidden_dim": self.hidden_dim, "attention_dim": self.attention_dim,
             "dropout": self.dropout, "coverage": self.coverage,
-            "init_dropout": self.init_dropout, "init_moments": self.init_moments}
+            "init_dropout": self.init_dropout, "init_moments": self.init_moments,
+            "gate": self.use_gate}
 
 
 def build_decoder(name, *, vocab_size, embed_dim, hidden_dim, attention_dim, dropout=0.0,
-                  coverage=False, init_dropout=0.0, init_moments=False, output_bias=None,
-                  dtype=None, **unused):
+                  coverage=False, init_dropout=0.0, init_moments=False, gate=True,
+                  output_bias=None, dtype=None, **unused):
   """Returns the decoder layer called `name` ("sat_lstm")."""
   del unused  # keys used by other decoders (num_heads, num_layers)
   if name == "sat_lstm":
     return ShowAttendTellDecoder(vocab_size, embed_dim, hidden_dim, attention_dim, dropout,
                                  coverage=coverage, init_dropout=init_dropout,
-                                 init_moments=init_moments,
+                                 init_moments=init_moments, gate=gate,
                                  output_bias=output_bias, name="decoder",
                                  dtype=dtype)
   raise ValueError(f"Unknown decoder {name!r}; known: ['sat_lstm']")

@@ -295,3 +295,67 @@ class AdditiveAttention(keras.layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), "units": self.units, "coverage": self.coverage}
+
+
+@keras.saving.register_keras_serializable(package="captioning")
+class TransformerEncoderBlock(keras.layers.Layer):
+  """A pre-norm Transformer encoder block over a feature sequence [B, L, C].
+
+  x = x + MHA(LN(x)); x = x + MLP(LN(x)), with the raw-op `MultiHeadAttention` above. Over image
+  locations it lets every location see every other one, so the feature of an object can carry
+  where the other objects lie relative to it ("there is something to my right"), which a
+  decoder attending to one object at a time then reads off directly.
+
+  Args:
+    num_heads: attention heads.
+    key_dim: size of each head; defaults to C / num_heads.
+    mlp_dim: hidden size of the MLP; defaults to 2C.
+    dropout: dropout on the attention and MLP outputs during training.
+  """
+
+  def __init__(self, num_heads, key_dim=None, mlp_dim=None, dropout=0.0, **kwargs):
+    super().__init__(**kwargs)
+    self.num_heads = num_heads
+    self.key_dim = key_dim
+    self.mlp_dim = mlp_dim
+    self.dropout = dropout
+    policy = self.dtype_policy
+    self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm",
+                                                          dtype=policy)
+    self.mlp_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="mlp_norm", dtype=policy)
+    self.output_dropout = keras.layers.Dropout(dropout)
+    # Sizes that default to the input's are known in build.
+    self.attention = self.mlp_hidden = self.mlp_output = None
+
+  def build(self, input_shape):
+    input_shape = tuple(input_shape)
+    channels = input_shape[-1]
+    key_dim = self.key_dim or channels // self.num_heads
+    mlp_dim = self.mlp_dim or 2 * channels
+    if key_dim < 1:
+      raise ValueError(f"{channels} channels cannot be split into {self.num_heads} heads")
+    policy = self.dtype_policy
+    self.attention = MultiHeadAttention(self.num_heads, key_dim, name="attention", dtype=policy)
+    self.mlp_hidden = keras.layers.Dense(mlp_dim, activation="gelu", name="mlp_hidden",
+                                         dtype=policy)
+    self.mlp_output = keras.layers.Dense(channels, name="mlp_output", dtype=policy)
+    self.attention_norm.build(input_shape)
+    self.attention.build(input_shape)
+    self.mlp_norm.build(input_shape)
+    self.mlp_hidden.build(input_shape)
+    self.mlp_output.build(input_shape[:-1] + (mlp_dim,))
+
+  def call(self, inputs, key_mask=None, training=False):
+    """Maps `inputs` [B, L, C] to [B, L, C]; `key_mask` [B, L] marks valid locations."""
+    x = inputs
+    attended = self.attention(self.attention_norm(x), key_mask=key_mask, training=training)
+    x = x + self.output_dropout(attended, training=training)
+    hidden = self.mlp_output(self.mlp_hidden(self.mlp_norm(x)))
+    return x + self.output_dropout(hidden, training=training)
+
+  def compute_output_shape(self, input_shape):
+    return tuple(input_shape)
+
+  def get_config(self):
+    return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
+            "mlp_dim": self.mlp_dim, "dropout": self.dropout}

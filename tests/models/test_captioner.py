@@ -66,9 +66,11 @@ def test_dropout_only_in_training():
   assert not np.allclose(a, c)
 
 
-@pytest.mark.parametrize("coverage", [False, True])
-def test_keras_file_round_trip(tmp_path, coverage):
-  model = small_captioner(attention_coverage=coverage)
+@pytest.mark.parametrize("coverage,blocks,gate", [(False, 0, True), (True, 0, True),
+                                                  (False, 2, False)])
+def test_keras_file_round_trip(tmp_path, coverage, blocks, gate):
+  model = small_captioner(attention_coverage=coverage, encoder_blocks=blocks,
+                          attention_gate=gate)
   batch = inputs()
   expected = model(batch)
   path = str(tmp_path / "captioner.keras")
@@ -145,3 +147,29 @@ def test_initial_state_sees_the_layout_with_moments():
   np.testing.assert_allclose(h[0], h[1], atol=1e-6)
   with pytest.raises(ValueError, match="init_moments needs"):
     captioner.Captioner(vocab_size=5, init_moments=True, position_channels="one_hot")
+
+
+def test_encoder_blocks_update_features_but_keep_positions_exact():
+  plain = small_captioner()
+  blocks = small_captioner(encoder_blocks=1)
+  images = inputs()["image"]
+  features, plain_features = blocks.encode(images).numpy(), plain.encode(images).numpy()
+  assert features.shape == plain_features.shape  # [B, L, C + 2]
+  # The (row, column) channels are the same exact coordinates with or without blocks.
+  np.testing.assert_array_equal(features[..., -2:], plain_features[..., -2:])
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_mean(blocks(inputs(), training=True)["logits"] ** 2)
+  grads = tape.gradient(loss, blocks.trainable_variables)
+  block_vars = [v.path for v in blocks.trainable_variables if "block0" in v.path]
+  assert len(block_vars) >= 10
+  assert all(g is not None for v, g in zip(blocks.trainable_variables, grads))
+
+
+def test_attention_gate_can_be_turned_off():
+  model = small_captioner(attention_gate=False)
+  out = model(inputs())
+  np.testing.assert_array_equal(out["gate"].numpy(), 1.0)
+  assert not [v for v in model.weights if "gate" in v.path]
+  gated = small_captioner()
+  assert [v for v in gated.weights if "gate" in v.path]
+  assert np.all((gated(inputs())["gate"].numpy() > 0) & (gated(inputs())["gate"].numpy() < 1))

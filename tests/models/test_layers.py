@@ -122,3 +122,36 @@ def test_append_one_hot_coordinates():
       None, 2, 3, 6)
   with pytest.raises(ValueError, match="encoding"):
     layers.AppendCoordinates("polar")
+
+
+def test_transformer_encoder_block_mixes_locations_and_respects_masks():
+  layer = layers.TransformerEncoderBlock(num_heads=2, mlp_dim=16)
+  x = tf.random.normal([2, 6, 10])  # 10 channels: key_dim defaults to 10 // 2
+  out = layer(x)
+  assert out.shape == (2, 6, 10)
+  assert layer.attention.key_dim == 5
+  # Every location sees every other one: changing location 5 changes location 0's output.
+  y = x.numpy().copy()
+  y[:, 5] = np.random.RandomState(0).normal(size=y[:, 5].shape) * 3.0  # not a constant shift,
+  # which the block's LayerNorm removes.
+  assert np.abs(layer(tf.constant(y)).numpy()[:, 0] - out.numpy()[:, 0]).max() > 1e-3
+  # ... unless location 5 is masked out as a key.
+  key_mask = tf.constant([[True] * 5 + [False]] * 2)
+  masked = layer(x, key_mask=key_mask).numpy()
+  np.testing.assert_allclose(layer(tf.constant(y), key_mask=key_mask).numpy()[:, :5],
+                             masked[:, :5], atol=1e-5)
+
+
+def test_transformer_encoder_block_round_trip_and_dropout():
+  layer = layers.TransformerEncoderBlock(num_heads=2, key_dim=3, dropout=0.5)
+  x = tf.random.normal([2, 4, 8])
+  expected = layer(x)
+  np.testing.assert_allclose(layer(x).numpy(), expected.numpy())  # inference: no dropout
+  assert np.abs(layer(x, training=True).numpy() - expected.numpy()).max() > 1e-4
+  restored = round_trip(layer)
+  assert restored.get_config() == layer.get_config()
+  restored(x)
+  copy_weights(layer, restored)
+  np.testing.assert_allclose(restored(x).numpy(), expected.numpy(), atol=1e-6)
+  with pytest.raises(ValueError, match="heads"):
+    layers.TransformerEncoderBlock(num_heads=16)(tf.zeros([1, 2, 8]))
