@@ -1,7 +1,8 @@
 """Evaluates a training workdir on a split: `evaluate_workdir(workdir, split)`.
 
 Writes WORKDIR/eval/SPLIT/captions.json (COCO results format) and metrics.json, and the metrics
-to the TensorBoard writer WORKDIR/tensorboard/eval_SPLIT.
+to the TensorBoard writer WORKDIR/tensorboard/eval_SPLIT. On `shapes`, metrics.json also holds
+the teacher-forced relation probe (`evaluators/relations.py`) beside the decoded-caption scores.
 """
 
 import json
@@ -14,6 +15,7 @@ from captioning import experiment
 from captioning import summaries
 from captioning.data import datasets
 from captioning.evaluators import captions as captions_eval
+from captioning.evaluators import relations
 
 
 def _write_json(path, payload):
@@ -42,6 +44,10 @@ def evaluate_workdir(workdir, split="test", *, checkpoint=None, num_examples=Non
       data, tokenizer, config.decode.max_length, batch_size or config.eval.batch_size,
       jit_compile=config.train.jit_compile)
   metrics = evaluator.run(model)
+  if data.scenes is not None:  # `shapes`: also ask the model about relations directly
+    metrics.update(relations.RelationEvaluator(
+        data, tokenizer, config.data.max_caption_length,
+        batch_size or config.eval.batch_size).run(model))
   for warning in evaluator.warnings:
     logging.warning("%s", warning)
 

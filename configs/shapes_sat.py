@@ -88,7 +88,7 @@ def get_config(arg=None):
 
   config.eval = ml_collections.ConfigDict()
   # Evaluators run during training, chosen by name (captioning/evaluators).
-  config.eval.evaluators = ("perplexity", "captions")
+  config.eval.evaluators = ("perplexity", "captions", "relations")
   config.eval.num_examples = 500  # of the val split, during training
   # Metrics of the periodic evaluation; scripts/evaluate.py always computes all of them.
   config.eval.caption_metrics = ("Bleu", "ROUGE_L", "CIDEr")

@@ -53,6 +53,8 @@ def test_evaluation_writes_coco_results_and_metrics(trained):
   assert len({c["image_id"] for c in captions}) == len(captions)
   for key in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr", "fact_accuracy"):
     assert 0.0 <= metrics[key] <= 10.0, key
+  for key in ("relation_accuracy", "relation_accuracy_horizontal", "relation_accuracy_vertical"):
+    assert 0.0 <= metrics[key] <= 1.0, key
   assert metrics["step"] == 800 and metrics["split"] == "test"
   if metrics["tokenizer"] == "ptb":
     assert "METEOR" in metrics
@@ -70,6 +72,7 @@ def test_tensorboard_has_what_a_researcher_looks_at(trained):
   eval_tags = helpers.read_tags(os.path.join(workdir, "tensorboard", "eval"))
   assert eval_tags.get("val/Bleu_4") == "scalars"
   assert eval_tags.get("val/fact_accuracy") == "scalars"
+  assert eval_tags.get("val/relation_accuracy") == "scalars"
   assert eval_tags.get("val/perplexity") == "scalars"
   assert eval_tags.get("val/samples") == "text"
   assert eval_tags.get("val/attention") == "images"

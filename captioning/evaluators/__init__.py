@@ -10,6 +10,7 @@ import importlib
 _EVALUATORS = {
     "captions": ("captioning.evaluators.captions", "CaptionEvaluator"),
     "perplexity": ("captioning.evaluators.perplexity", "PerplexityEvaluator"),
+    "relations": ("captioning.evaluators.relations", "RelationEvaluator"),
 }
 
 
