@@ -36,6 +36,16 @@ def validate(config):
            f"train.grad_clip_norm must be > 0, got {train.grad_clip_norm}")
   _require(0.0 <= train.label_smoothing < 1.0,
            f"train.label_smoothing must be in [0, 1), got {train.label_smoothing}")
+  curriculum_steps = train.get("curriculum_steps", 0)
+  _require(curriculum_steps >= 0,
+           f"train.curriculum_steps must be >= 0, got {curriculum_steps}")
+  if curriculum_steps:
+    min_words = train.get("curriculum_min_words", 0)
+    max_words = train.get("curriculum_max_words", 0)
+    _require(1 <= max_words and 0 <= min_words <= max_words,
+             "train.curriculum_min_words and train.curriculum_max_words must satisfy "
+             f"0 <= min <= max, max >= 1 when train.curriculum_steps > 0, got {min_words} and "
+             f"{max_words}")
   for key in ("log_every", "eval_every", "checkpoint_every", "max_checkpoints"):
     _require(train[key] >= 1, f"train.{key} must be >= 1, got {train[key]}")
   _require(train.strategy in _STRATEGIES,

@@ -139,8 +139,12 @@ def train_and_evaluate(config, workdir):
   if manager.restore_or_initialize():
     logging.info("Resumed from %s at step %d", manager.latest_checkpoint, int(step))
 
-  stream = pipeline.TrainStream(train_split, tokens, config.train.batch_size, config.seed,
-                                length_multiple=config.data.bucket_length_multiple)
+  stream = pipeline.TrainStream(
+      train_split, tokens, config.train.batch_size, config.seed,
+      length_multiple=config.data.bucket_length_multiple,
+      curriculum_steps=config.train.get("curriculum_steps", 0),
+      curriculum_min_words=config.train.get("curriculum_min_words", 0),
+      curriculum_max_words=config.train.get("curriculum_max_words", 0))
   batches = iter(strategy.experimental_distribute_dataset(stream.dataset(int(step))))
   train_step = make_train_step(model, optimizer, config, strategy, tokenizer.pad_id)
   evals = _create_evaluators(config, tokenizer, val_split)

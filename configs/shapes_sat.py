@@ -70,6 +70,12 @@ def get_config(arg=None):
   config.train.learning_rate = 2e-3
   config.train.warmup_steps = 200
   config.train.end_learning_rate_factor = 0.05  # cosine decay to lr * this
+  # Curriculum: the first curriculum_steps steps train only on captions of curriculum_min_words
+  # to curriculum_max_words words; 0 steps turns it off. 12-16 words are mostly the captions of
+  # 2-object scenes, the ones with a single relation.
+  config.train.curriculum_steps = 0
+  config.train.curriculum_min_words = 12
+  config.train.curriculum_max_words = 16
   config.train.weight_decay = 0.0
   config.train.grad_clip_norm = 5.0
   config.train.label_smoothing = 0.0

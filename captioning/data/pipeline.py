@@ -35,12 +35,26 @@ class TrainStream:
   """A deterministic, resumable stream of teacher-forcing batches, bucketed by caption length.
 
   Each epoch is a permutation of all (image, caption) pairs seeded by (seed, epoch). Within
-  windows of `bucket_window` batches, pairs are grouped by length so a batch holds captions of
-  similar length, and each batch is cut to its longest caption rounded up to a multiple of
-  `length_multiple` tokens. The decoder unrolls over that many steps instead of the global
-  maximum (captions of 1-object scenes are a third as long as those of 3-object scenes); the
-  few distinct lengths mean few retraces of the train step. The batch order is shuffled again so
-  lengths do not cycle. The last partial batch of each epoch is dropped.
+  windows of `bucket_window` batches, pairs are grouped into length buckets of
+  `length_multiple` tokens, so a batch holds captions of similar length, and each batch is cut
+  to its longest caption rounded up to a multiple of `length_multiple` tokens. The decoder
+  unrolls over that many steps instead of the global maximum (captions of 1-object scenes are a
+  third as long as those of 3-object scenes); the few distinct lengths mean few retraces of the
+  train step. The batch order is shuffled again so lengths do not cycle. The last partial batch
+  of each epoch is dropped.
+
+  Within a bucket the pairs stay in random order. Sorting them by exact length instead would
+  give batches of one caption length, and on `shapes` a length often means one template and
+  one kind of relation phrase (every 9-word 2-object caption says "above", "over", "below" or
+  "under"): each batch then pulls the word statistics its own way, and in our runs the
+  decoder never learned spatial relations at all (docs/results.md).
+
+  With a curriculum (`curriculum_steps` > 0), the first `curriculum_steps` steps draw only from
+  the pairs whose caption has `curriculum_min_words` to `curriculum_max_words` words, in epochs
+  of their own; the steps after that draw from every pair, as above. Short captions first ("baby steps",
+  Spitkovsky et al. 2010; Bengio et al. 2009): on `shapes` the short captions are those of 1-
+  and 2-object scenes, whose single relation a decoder learns before it can make sense of the
+  chained relations of 3-object captions (docs/results.md).
 
   Args:
     split: a CaptionSplit.
@@ -49,9 +63,13 @@ class TrainStream:
     seed: shuffling seed.
     length_multiple: batch lengths are multiples of this; 0 keeps the full length T.
     bucket_window: how many batches' worth of pairs are grouped by length at a time.
+    curriculum_steps: how many first steps train on short captions only; 0 for none.
+    curriculum_min_words: the shortest caption (in words) of the curriculum.
+    curriculum_max_words: the longest caption (in words) of the curriculum.
   """
 
-  def __init__(self, split, tokens, batch_size, seed, length_multiple=8, bucket_window=32):
+  def __init__(self, split, tokens, batch_size, seed, length_multiple=8, bucket_window=32,
+               curriculum_steps=0, curriculum_min_words=0, curriculum_max_words=0):
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     self.images = split.images
@@ -62,31 +80,55 @@ class TrainStream:
     self.length_multiple = length_multiple
     self.bucket_window = max(1, bucket_window)
     self.num_pairs = tokens.shape[0] * tokens.shape[1]
+    # Tokens up to and including <end> (the first pad, id 0, follows it).
+    self.lengths = (tokens != 0).sum(-1).reshape(-1)  # [N*K]
+    self.curriculum_steps = int(curriculum_steps)
+    # Each stage: the pairs it draws from. Stage 0 is the curriculum, if any.
+    self._stage_pairs = [np.arange(self.num_pairs)]
+    if self.curriculum_steps > 0:
+      words = self.lengths - 2  # without <start> and <end>
+      short = np.flatnonzero((words >= curriculum_min_words) & (words <= curriculum_max_words))
+      if len(short) < batch_size:
+        raise ValueError(
+            f"Only {len(short)} training captions have {curriculum_min_words} to "
+            f"{curriculum_max_words} words (train.curriculum_min_words, "
+            f"train.curriculum_max_words), fewer than one batch of {batch_size}")
+      self._stage_pairs.insert(0, short)
     if self.num_pairs < batch_size:
       raise ValueError(f"batch_size {batch_size} exceeds the {self.num_pairs} training pairs")
     self.batches_per_epoch = self.num_pairs // batch_size
-    # Tokens up to and including <end> (the first pad, id 0, follows it).
-    self.lengths = (tokens != 0).sum(-1).reshape(-1)  # [N*K]
-    self._epoch, self._plan = None, None
+    self._plan_key, self._plan = None, None
 
-  def _epoch_plan(self, epoch):
-    """[batches_per_epoch, batch_size] pair indices of an epoch (cached for the current one)."""
-    if epoch != self._epoch:
-      rng = np.random.default_rng([self.seed, epoch])
-      order = rng.permutation(self.num_pairs)[:self.batches_per_epoch * self.batch_size]
+  def _epoch_plan(self, stage, epoch):
+    """[batches, batch_size] pair indices of an epoch of a stage (cached for the current one)."""
+    if (stage, epoch) != self._plan_key:
+      pairs = self._stage_pairs[stage]
+      # The last stage keeps the seeding of a stream without curriculum.
+      last = stage == len(self._stage_pairs) - 1
+      rng = np.random.default_rng([self.seed, epoch] if last else [self.seed, epoch, stage, 1])
+      num_batches = len(pairs) // self.batch_size
+      order = pairs[rng.permutation(len(pairs))[:num_batches * self.batch_size]]
       if self.length_multiple:
         window = self.bucket_window * self.batch_size
         for start in range(0, len(order), window):
           chunk = order[start:start + window]
-          order[start:start + window] = chunk[np.argsort(self.lengths[chunk], kind="stable")]
-      plan = order.reshape(self.batches_per_epoch, self.batch_size)
-      self._plan, self._epoch = plan[rng.permutation(self.batches_per_epoch)], epoch
+          buckets = -(-self.lengths[chunk] // self.length_multiple)
+          order[start:start + window] = chunk[np.argsort(buckets, kind="stable")]
+      plan = order.reshape(num_batches, self.batch_size)
+      self._plan, self._plan_key = plan[rng.permutation(num_batches)], (stage, epoch)
     return self._plan
 
   def batch(self, step):
     """The batch of training step `step` as a dict of numpy arrays."""
-    epoch, index = divmod(int(step), self.batches_per_epoch)
-    pairs = self._epoch_plan(epoch)[index]
+    step, stage = int(step), 0
+    if len(self._stage_pairs) > 1:
+      if step < self.curriculum_steps:
+        stage = 0
+      else:
+        stage, step = 1, step - self.curriculum_steps
+    num_batches = len(self._stage_pairs[stage]) // self.batch_size
+    epoch, index = divmod(step, num_batches)
+    pairs = self._epoch_plan(stage, epoch)[index]
     image_index, caption_index = np.divmod(pairs, self.tokens.shape[1])
     tokens = self.tokens[image_index, caption_index]
     if self.length_multiple:

@@ -101,7 +101,70 @@ def test_batches_are_cut_to_their_longest_caption():
   # Grouping by length pays: batches are shorter on average than the full 32 tokens.
   assert np.mean(lengths) < 26
   # Still every pair exactly once per epoch (300 pairs = 30 batches of 10).
-  seen = np.concatenate([stream._epoch_plan(0).reshape(-1)])
+  seen = np.concatenate([stream._epoch_plan(0, 0).reshape(-1)])
   assert sorted(seen.tolist()) == list(range(300))
   unbucketed = pipeline.TrainStream(split, tokens, batch_size=10, seed=0, length_multiple=0)
   assert unbucketed.batch(0)["tokens"].shape == (10, 32)
+
+
+def curriculum_setup():
+  # Image i has captions of 1 + (i % 3) * 2 words: 1, 3 or 5.
+  n, k = 12, 2
+  images = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones([1, 4, 4, 3], np.uint8)
+  captions = [[" ".join(["w"] * (1 + (i % 3) * 2))] * k for i in range(n)]
+  split = datasets.CaptionSplit("train", images, np.arange(n), captions)
+  tok = tokenizer_lib.Tokenizer.build([c for cs in captions for c in cs], vocab_size=10)
+  return split, pipeline.encode_captions(split, tok, max_length=6)
+
+
+def test_curriculum_starts_with_short_captions_then_uses_all():
+  split, tokens = curriculum_setup()
+  stream = pipeline.TrainStream(split, tokens, batch_size=4, seed=0, length_multiple=0,
+                                curriculum_steps=5, curriculum_max_words=3)
+  words = lambda batch: (batch["tokens"] != 0).sum(-1) - 2  # noqa: E731
+  early = np.concatenate([words(stream.batch(s)) for s in range(5)])
+  assert early.max() <= 3 and set(early) == {1, 3}
+  # The 16 short pairs make 4 batches per curriculum epoch, each seen once per epoch.
+  ids = sorted(int(i) for s in range(4) for i in stream.batch(s)["image_id"])
+  assert ids == sorted(i for i in range(12) if i % 3 != 2 for _ in range(2))
+  late = np.concatenate([words(stream.batch(s)) for s in range(5, 11)])
+  assert set(late) == {1, 3, 5}
+  # After the curriculum the stream is the plain stream, shifted by the curriculum's steps.
+  plain = pipeline.TrainStream(split, tokens, batch_size=4, seed=0, length_multiple=0)
+  for step in range(6):
+    np.testing.assert_array_equal(stream.batch(5 + step)["image_id"],
+                                  plain.batch(step)["image_id"])
+  # A window of lengths: 3-word captions only.
+  window = pipeline.TrainStream(split, tokens, batch_size=4, seed=0, length_multiple=0,
+                                curriculum_steps=3, curriculum_min_words=2,
+                                curriculum_max_words=4)
+  assert set(np.concatenate([words(window.batch(s)) for s in range(3)])) == {3}
+  # Resuming mid-curriculum gives the same batches.
+  again = pipeline.TrainStream(split, tokens, batch_size=4, seed=0, length_multiple=0,
+                               curriculum_steps=5, curriculum_max_words=3)
+  for step in (3, 9, 1):
+    np.testing.assert_array_equal(again.batch(step)["tokens"], stream.batch(step)["tokens"])
+
+
+def test_curriculum_without_enough_short_captions_is_reported():
+  split, tokens = curriculum_setup()
+  with pytest.raises(ValueError, match="curriculum_max_words"):
+    pipeline.TrainStream(split, tokens, batch_size=10, seed=0, curriculum_steps=5,
+                         curriculum_max_words=1)  # 8 one-word captions
+  with pytest.raises(ValueError, match="curriculum_min_words"):
+    pipeline.TrainStream(split, tokens, batch_size=4, seed=0, curriculum_steps=5,
+                         curriculum_min_words=6, curriculum_max_words=9)
+
+
+def test_length_buckets_keep_captions_of_different_lengths_mixed():
+  # 200 images whose captions are 9 or 10 words long, in one length bucket of 16 tokens:
+  # batches mix both lengths instead of holding one length each.
+  captions = [[" ".join(["w"] * (9 + (i + j) % 2)) for j in range(2)] for i in range(200)]
+  split = datasets.CaptionSplit("train", np.zeros([200, 4, 4, 3], np.uint8), np.arange(200),
+                                captions)
+  tok = tokenizer_lib.Tokenizer.build(["w"], vocab_size=10)
+  tokens = pipeline.encode_captions(split, tok, max_length=12)
+  stream = pipeline.TrainStream(split, tokens, batch_size=20, seed=0, length_multiple=16)
+  for step in range(5):
+    lengths = (stream.batch(step)["tokens"] != 0).sum(-1)
+    assert set(lengths) == {11, 12}
