@@ -46,15 +46,14 @@ class TrainStream:
   Within a bucket the pairs stay in random order. Sorting them by exact length instead would
   give batches of one caption length, and on `shapes` a length often means one template and
   one kind of relation phrase (every 9-word 2-object caption says "above", "over", "below" or
-  "under"): each batch then pulls the word statistics its own way, and in our runs the
-  decoder never learned spatial relations at all (docs/results.md).
+  "under"), so each batch would pull the word statistics its own way.
 
   With a curriculum (`curriculum_steps` > 0), the first `curriculum_steps` steps draw only from
   the pairs whose caption has `curriculum_min_words` to `curriculum_max_words` words, in epochs
-  of their own; the steps after that draw from every pair, as above. Short captions first ("baby steps",
-  Spitkovsky et al. 2010; Bengio et al. 2009): on `shapes` the short captions are those of 1-
-  and 2-object scenes, whose single relation a decoder learns before it can make sense of the
-  chained relations of 3-object captions (docs/results.md).
+  of their own; the steps after that draw from every pair, exactly as a stream without
+  curriculum does from its step 0 (Bengio et al. 2009; "baby steps", Spitkovsky et al. 2010).
+  On `shapes`, 12-16 words are mostly the captions of 2-object scenes, which state a single
+  relation (docs/results.md has what it did).
 
   Args:
     split: a CaptionSplit.

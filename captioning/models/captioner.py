@@ -28,11 +28,15 @@ class Captioner(keras.Model):
     init_moments: also start it from the features' spatial moments (see the decoder).
     position_channels: how locations' rows and columns are appended to the features
       ("linear" or "one_hot", see `layers.AppendCoordinates`).
+    encoder_blocks: Transformer encoder blocks (`layers.TransformerEncoderBlock`, num_heads
+      heads, dropout as above) over the feature locations before the decoder attends to them.
+    attention_gate: use Xu et al.'s gating scalar on the attended context (else beta = 1).
     output_bias: optional initial output bias [V] (not serialised; weights replace it).
   """
 
   def __init__(self, vocab_size, encoder="small_cnn", encoder_widths=(32, 64, 96, 128),
-               encoder_strides=(4, 1, 2, 1), encoder_weights=None, decoder="sat_lstm", embed_dim=128, hidden_dim=256,
+               encoder_strides=(4, 1, 2, 1), encoder_weights=None, decoder="sat_lstm",
+               embed_dim=128, hidden_dim=256,
                attention_dim=128, num_heads=4, num_layers=1, dropout=0.0,
                attention_coverage=False, init_dropout=0.0, init_moments=False,
                position_channels="linear", encoder_blocks=0, attention_gate=True, output_bias=None,

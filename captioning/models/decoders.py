@@ -42,6 +42,7 @@ class ShowAttendTellDecoder(keras.layers.Layer):
       mean: mean_l(f_l * row_l) and mean_l(f_l * col_l), where the last two feature channels
       must hold each location's (row, column). They say where each kind of feature lies, so the
       layout is known from the first word on.
+    gate: use the gating scalar beta_t; without it the context enters unscaled (beta_t = 1).
     output_bias: optional [V] initial output bias, e.g. unigram log-frequencies, so training
       does not spend its first steps learning word frequencies. Not serialised: saved weights
       replace it.
