@@ -120,11 +120,8 @@ class TrainStream:
   def batch(self, step):
     """The batch of training step `step` as a dict of numpy arrays."""
     step, stage = int(step), 0
-    if len(self._stage_pairs) > 1:
-      if step < self.curriculum_steps:
-        stage = 0
-      else:
-        stage, step = 1, step - self.curriculum_steps
+    if len(self._stage_pairs) > 1 and step >= self.curriculum_steps:  # past the curriculum
+      stage, step = 1, step - self.curriculum_steps
     num_batches = len(self._stage_pairs[stage]) // self.batch_size
     epoch, index = divmod(step, num_batches)
     pairs = self._epoch_plan(stage, epoch)[index]
