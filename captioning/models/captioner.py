@@ -31,6 +31,8 @@ class Captioner(keras.Model):
     encoder_blocks: Transformer encoder blocks (`layers.TransformerEncoderBlock`, num_heads
       heads, dropout as above) over the feature locations before the decoder attends to them.
     attention_gate: use Xu et al.'s gating scalar on the attended context (else beta = 1).
+    relative_keypoints: units of `layers.RelativeKeypoints` appended to the encoder's feature maps
+      (where the image's features lie relative to each location); 0 for none.
     output_bias: optional initial output bias [V] (not serialised; weights replace it).
   """
 
@@ -39,8 +41,8 @@ class Captioner(keras.Model):
                embed_dim=128, hidden_dim=256,
                attention_dim=128, num_heads=4, num_layers=1, dropout=0.0,
                attention_coverage=False, init_dropout=0.0, init_moments=False,
-               position_channels="linear", encoder_blocks=0, attention_gate=True, output_bias=None,
-               **kwargs):
+               position_channels="linear", encoder_blocks=0, attention_gate=True,
+               relative_keypoints=0, output_bias=None, **kwargs):
     super().__init__(**kwargs)
     self.hparams = dict(vocab_size=vocab_size, encoder=encoder,
                         encoder_widths=list(encoder_widths),
@@ -50,13 +52,16 @@ class Captioner(keras.Model):
                         num_layers=num_layers, dropout=dropout,
                         attention_coverage=attention_coverage, init_dropout=init_dropout,
                         init_moments=init_moments, position_channels=position_channels,
-                        encoder_blocks=encoder_blocks, attention_gate=attention_gate)
+                        encoder_blocks=encoder_blocks, attention_gate=attention_gate,
+                        relative_keypoints=relative_keypoints)
     if init_moments and position_channels != "linear":
       raise ValueError("init_moments needs position_channels='linear' (row, column last).")
     policy = self.dtype_policy
     self.encoder = encoders.build_encoder(encoder, widths=encoder_widths,
                                           strides=encoder_strides, weights=encoder_weights,
                                           dtype=policy)
+    self.relative = (layers.RelativeKeypoints(relative_keypoints, name="relative_keypoints",
+                                            dtype=policy) if relative_keypoints else None)
     self.position = layers.PositionEmbedding2D(name="position", dtype=policy)
     self.blocks = [layers.TransformerEncoderBlock(num_heads, dropout=dropout, name=f"block{i}",
                                                   dtype=policy)
@@ -74,6 +79,10 @@ class Captioner(keras.Model):
     image_shape = tuple(input_shape["image"])
     self.encoder.build(image_shape)
     maps_shape = self.encoder.compute_output_shape(image_shape)
+    if self.relative is not None:
+      self.relative.build(maps_shape)
+      extra = self.relative.compute_output_shape(maps_shape)[-1]
+      maps_shape = tuple(maps_shape[:-1]) + (maps_shape[-1] + extra,)
     self.position.build(maps_shape)
     self.feature_map_shape = tuple(maps_shape[1:3])  # (H, W), for attention pictures
     b, h, w, c = self.coordinates.compute_output_shape(maps_shape)
@@ -84,7 +93,10 @@ class Captioner(keras.Model):
   def encode(self, images, training=False):
     """Images [B, S, S, 3] -> feature sequence [B, H*W, C + P] (features, then P position
     channels)."""
-    maps = self.position(self.encoder(images, training=training))  # [B, H, W, C]
+    maps = self.encoder(images, training=training)  # [B, H, W, C]
+    if self.relative is not None:
+      maps = tf.concat([maps, self.relative(maps)], axis=-1)
+    maps = self.position(maps)
     sequence = self.flatten(self.coordinates(maps))  # [B, L, C + P]
     if self.blocks:
       # The blocks read the position channels but update only the features, so the position
@@ -128,4 +140,5 @@ def build_captioner(model_config, vocab_size, output_bias=None, dtype=None):
       position_channels=model_config.get("position_channels", "linear"),
       encoder_blocks=model_config.get("encoder_blocks", 0),
       attention_gate=model_config.get("attention_gate", True),
+      relative_keypoints=model_config.get("relative_keypoints", 0),
       output_bias=output_bias, dtype=dtype, name="captioner")

@@ -143,6 +143,61 @@ class AppendCoordinates(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="captioning")
+class RelativeKeypoints(keras.layers.Layer):
+  """Tells every location where the image's salient features lie relative to it.
+
+  Each of `units` learned channels g_k = Dense(f) gets a keypoint, its spatial soft-argmax
+  (Levine et al. 2016): p_k = sum_l softmax_l(g_k)(l) * (row_l, col_l), with rows and columns
+  in [-1, 1]. Location l then gets the offsets of every keypoint from itself,
+
+    (p_k - (row_l, col_l)) for k = 1..units            -> [B, H, W, 2 * units]
+
+  (all row offsets, then all column offsets). At a location on object A, a channel whose
+  keypoint sits on object B has a positive column offset when B lies to the right of A and a
+  negative one when it lies to the left, and an offset near zero for a channel that keys on A
+  itself. So an attention that rests on A reads the relation "A left of B" linearly from the
+  attended context. Without it the decoder has to carry A's position in its recurrent state
+  until it attends to B and then compare the two, which a Show-Attend-Tell LSTM is slow to
+  learn (docs/results.md). Offsets are O(1) from the first step, whatever the image's
+  background: the soft-argmax normalises each channel over the locations.
+
+  Args:
+    units: number of keypoint channels (the output has twice as many channels).
+  """
+
+  def __init__(self, units, **kwargs):
+    super().__init__(**kwargs)
+    self.units = int(units)
+    if self.units < 1:
+      raise ValueError(f"units must be >= 1, got {units}")
+    self.project = keras.layers.Dense(self.units, name="project", dtype=self.dtype_policy)
+
+  def build(self, input_shape):
+    self.project.build(tuple(input_shape))
+
+  def call(self, feature_maps):
+    logits = self.project(feature_maps)  # [B, H, W, U]
+    shape = tf.shape(logits)
+    flat = tf.reshape(logits, [shape[0], shape[1] * shape[2], self.units])  # [B, L, U]
+    weights = tf.nn.softmax(tf.cast(flat, tf.float32), axis=1)  # over locations, per channel
+    rows = tf.linspace(-1.0, 1.0, shape[1])  # [H]
+    cols = tf.linspace(-1.0, 1.0, shape[2])  # [W]
+    grid = tf.reshape(tf.stack(tf.meshgrid(rows, cols, indexing="ij"), -1), [-1, 2])  # [L, 2]
+    keypoints = tf.einsum("blu,ld->bdu", weights, grid)  # [B, 2, U]: row, column of each
+    row_offsets = keypoints[:, tf.newaxis, tf.newaxis, 0, :] - rows[:, tf.newaxis, tf.newaxis]
+    col_offsets = keypoints[:, tf.newaxis, tf.newaxis, 1, :] - cols[tf.newaxis, :, tf.newaxis]
+    offsets = tf.concat([row_offsets + tf.zeros_like(col_offsets),  # [B, H, W, 2U]
+                         col_offsets + tf.zeros_like(row_offsets)], axis=-1)
+    return tf.cast(offsets, self.compute_dtype)
+
+  def compute_output_shape(self, input_shape):
+    return tuple(input_shape[:-1]) + (2 * self.units,)
+
+  def get_config(self):
+    return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package="captioning")
 class MultiHeadAttention(keras.layers.Layer):
   """Multi-head scaled dot-product attention written with raw TF ops and explicit masks.
 

@@ -66,11 +66,13 @@ def test_dropout_only_in_training():
   assert not np.allclose(a, c)
 
 
-@pytest.mark.parametrize("coverage,blocks,gate", [(False, 0, True), (True, 0, True),
-                                                  (False, 2, False)])
-def test_keras_file_round_trip(tmp_path, coverage, blocks, gate):
+@pytest.mark.parametrize("coverage,blocks,gate,moments", [(False, 0, True, 0),
+                                                          (True, 0, True, 0),
+                                                          (False, 2, False, 0),
+                                                          (False, 0, True, 4)])
+def test_keras_file_round_trip(tmp_path, coverage, blocks, gate, moments):
   model = small_captioner(attention_coverage=coverage, encoder_blocks=blocks,
-                          attention_gate=gate)
+                          attention_gate=gate, relative_keypoints=moments)
   batch = inputs()
   expected = model(batch)
   path = str(tmp_path / "captioner.keras")
@@ -173,3 +175,14 @@ def test_attention_gate_can_be_turned_off():
   gated = small_captioner()
   assert [v for v in gated.weights if "gate" in v.path]
   assert np.all((gated(inputs())["gate"].numpy() > 0) & (gated(inputs())["gate"].numpy() < 1))
+
+
+def test_relative_keypoints_extend_the_features_and_keep_positions_last():
+  plain = small_captioner()
+  model = small_captioner(relative_keypoints=5, init_moments=True)
+  images = inputs()["image"]
+  features = model.encode(images).numpy()
+  assert features.shape == plain.encode(images).shape[:2] + (16 + 10 + 2,)
+  # The (row, column) channels stay last and exact, as init_moments needs.
+  np.testing.assert_allclose(features[..., -2:], plain.encode(images).numpy()[..., -2:])
+  assert model(inputs())["logits"].shape == (3, 6, 20)

@@ -155,3 +155,52 @@ def test_transformer_encoder_block_round_trip_and_dropout():
   np.testing.assert_allclose(restored(x).numpy(), expected.numpy(), atol=1e-6)
   with pytest.raises(ValueError, match="heads"):
     layers.TransformerEncoderBlock(num_heads=16)(tf.zeros([1, 2, 8]))
+
+
+def identity_keypoints(units):
+  """A RelativeKeypoints layer whose projection passes `units` channels through unchanged."""
+  layer = layers.RelativeKeypoints(units)
+  layer.build((None, 8, 8, units))
+  layer.project.kernel.assign(np.eye(units, dtype="float32"))
+  layer.project.bias.assign(np.zeros(units, "float32"))
+  return layer
+
+
+def two_objects(batch=1):
+  """Maps where channel 0 peaks on object A and channel 1 on object B."""
+  return np.zeros([batch, 8, 8, 2], "float32")
+
+
+def test_relative_keypoints_point_from_each_object_to_the_others():
+  maps = two_objects()
+  maps[0, 1, 1, 0] = maps[0, 6, 5, 1] = 30.0  # A at (row 1, col 1), B at (row 6, col 5)
+  out = identity_keypoints(2)(maps).numpy()
+  assert out.shape == (1, 8, 8, 4)  # [row offsets of keypoints A, B; column offsets of A, B]
+  pos = np.linspace(-1, 1, 8)
+  at_a, at_b = out[0, 1, 1], out[0, 6, 5]
+  # Seen from A, B lies below and to the right, by exactly B's position minus A's ...
+  np.testing.assert_allclose(at_a[[1, 3]], [pos[6] - pos[1], pos[5] - pos[1]], atol=1e-5)
+  # ... seen from B, A lies above and to the left ...
+  np.testing.assert_allclose(at_b[[0, 2]], [pos[1] - pos[6], pos[1] - pos[5]], atol=1e-5)
+  # ... and an object's own keypoint is where it stands.
+  np.testing.assert_allclose(at_a[[0, 2]], 0.0, atol=1e-5)
+  np.testing.assert_allclose(at_b[[1, 3]], 0.0, atol=1e-5)
+  # A channel with no peak has its keypoint at the centre of the map.
+  np.testing.assert_allclose(identity_keypoints(2)(two_objects()).numpy()[0, 0, 0], [1, 1, 1, 1],
+                             atol=1e-5)
+
+
+def test_relative_keypoints_do_not_depend_on_where_the_pair_is_and_round_trip():
+  layer = identity_keypoints(2)
+  maps = two_objects(batch=2)
+  maps[0, 2, 1, 0] = maps[0, 2, 4, 1] = 30.0
+  maps[1, 5, 3, 0] = maps[1, 5, 6, 1] = 30.0  # the same pair, moved
+  out = layer(maps).numpy()
+  np.testing.assert_allclose(out[0, 2, 1], out[1, 5, 3], atol=1e-5)
+  restored = round_trip(layer)
+  assert restored.get_config() == layer.get_config()
+  restored(maps)
+  copy_weights(layer, restored)
+  np.testing.assert_allclose(restored(maps).numpy(), out, atol=1e-6)
+  with pytest.raises(ValueError, match="units"):
+    layers.RelativeKeypoints(0)
