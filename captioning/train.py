@@ -80,7 +80,8 @@ def _create_evaluators(config, tokenizer, val_split):
       name, split=val_split, tokenizer=tokenizer,
       max_caption_length=config.data.max_caption_length,
       max_decode_length=config.decode.max_length, batch_size=config.eval.batch_size,
-      jit_compile=config.train.jit_compile, caption_metrics=config.eval.caption_metrics)
+      jit_compile=config.train.jit_compile, caption_metrics=config.eval.caption_metrics,
+      decode_method=config.decode.method, beam_size=config.decode.beam_size)
       for name in config.eval.evaluators}
 
 
@@ -144,7 +145,9 @@ def train_and_evaluate(config, workdir):
       length_multiple=config.data.bucket_length_multiple,
       curriculum_steps=config.train.get("curriculum_steps", 0),
       curriculum_min_words=config.train.get("curriculum_min_words", 0),
-      curriculum_max_words=config.train.get("curriculum_max_words", 0))
+      curriculum_max_words=config.train.get("curriculum_max_words", 0),
+      curriculum_min_objects=config.train.get("curriculum_min_objects", 0),
+      curriculum_max_objects=config.train.get("curriculum_max_objects", 0))
   batches = iter(strategy.experimental_distribute_dataset(stream.dataset(int(step))))
   train_step = make_train_step(model, optimizer, config, strategy, tokenizer.pad_id)
   evals = _create_evaluators(config, tokenizer, val_split)

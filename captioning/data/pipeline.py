@@ -49,11 +49,12 @@ class TrainStream:
   "under"), so each batch would pull the word statistics its own way.
 
   With a curriculum (`curriculum_steps` > 0), the first `curriculum_steps` steps draw only from
-  the pairs whose caption has `curriculum_min_words` to `curriculum_max_words` words, in epochs
-  of their own; the steps after that draw from every pair, exactly as a stream without
-  curriculum does from its step 0 (Bengio et al. 2009; "baby steps", Spitkovsky et al. 2010).
-  On `shapes`, 12-16 words are mostly the captions of 2-object scenes, which state a single
-  relation (docs/results.md has what it did).
+  the pairs whose caption has `curriculum_min_words` to `curriculum_max_words` words and, when
+  `curriculum_max_objects` > 0, whose scene has `curriculum_min_objects` to
+  `curriculum_max_objects` objects (datasets with scenes, i.e. `shapes`), in epochs of their
+  own; the steps after that draw from every pair, exactly as a stream without curriculum does
+  from its step 0 (Bengio et al. 2009; "baby steps", Spitkovsky et al. 2010). On `shapes`,
+  2-object scenes state exactly one relation (docs/results.md has what each curriculum did).
 
   Args:
     split: a CaptionSplit.
@@ -65,10 +66,13 @@ class TrainStream:
     curriculum_steps: how many first steps train on short captions only; 0 for none.
     curriculum_min_words: the shortest caption (in words) of the curriculum.
     curriculum_max_words: the longest caption (in words) of the curriculum.
+    curriculum_min_objects: the fewest objects of a curriculum scene.
+    curriculum_max_objects: the most objects of a curriculum scene; 0 ignores object counts.
   """
 
   def __init__(self, split, tokens, batch_size, seed, length_multiple=8, bucket_window=32,
-               curriculum_steps=0, curriculum_min_words=0, curriculum_max_words=0):
+               curriculum_steps=0, curriculum_min_words=0, curriculum_max_words=0,
+               curriculum_min_objects=0, curriculum_max_objects=0):
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     self.images = split.images
@@ -86,13 +90,22 @@ class TrainStream:
     self._stage_pairs = [np.arange(self.num_pairs)]
     if self.curriculum_steps > 0:
       words = self.lengths - 2  # without <start> and <end>
-      short = np.flatnonzero((words >= curriculum_min_words) & (words <= curriculum_max_words))
-      if len(short) < batch_size:
+      chosen = (words >= curriculum_min_words) & (words <= curriculum_max_words)
+      wanted = f"{curriculum_min_words} to {curriculum_max_words} words"
+      if curriculum_max_objects:
+        if split.scenes is None:
+          raise ValueError(f"train.curriculum_max_objects needs a dataset with scenes (shapes); "
+                           f"split {split.name!r} has none")
+        objects = np.repeat([len(scene) for scene in split.scenes], tokens.shape[1])
+        chosen &= (objects >= curriculum_min_objects) & (objects <= curriculum_max_objects)
+        wanted += f" and {curriculum_min_objects} to {curriculum_max_objects} objects"
+      chosen = np.flatnonzero(chosen)
+      if len(chosen) < batch_size:
         raise ValueError(
-            f"Only {len(short)} training captions have {curriculum_min_words} to "
-            f"{curriculum_max_words} words (train.curriculum_min_words, "
-            f"train.curriculum_max_words), fewer than one batch of {batch_size}")
-      self._stage_pairs.insert(0, short)
+            f"Only {len(chosen)} training captions have {wanted} (train.curriculum_min_words, "
+            f"curriculum_max_words, curriculum_min_objects, curriculum_max_objects), fewer "
+            f"than one batch of {batch_size}")
+      self._stage_pairs.insert(0, chosen)
     if self.num_pairs < batch_size:
       raise ValueError(f"batch_size {batch_size} exceeds the {self.num_pairs} training pairs")
     self.batches_per_epoch = self.num_pairs // batch_size

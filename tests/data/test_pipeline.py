@@ -1,5 +1,7 @@
 """Input pipeline: deterministic, resumable training batches and complete evaluation passes."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -154,6 +156,31 @@ def test_curriculum_without_enough_short_captions_is_reported():
   with pytest.raises(ValueError, match="curriculum_min_words"):
     pipeline.TrainStream(split, tokens, batch_size=4, seed=0, curriculum_steps=5,
                          curriculum_min_words=6, curriculum_max_words=9)
+
+
+def test_curriculum_by_number_of_objects():
+  split, tokens = curriculum_setup()
+  # Image i shows 1 + (i % 4) objects; only the count matters to the stream.
+  split = dataclasses.replace(split, scenes=[(None,) * (1 + i % 4) for i in range(12)])
+  stream = pipeline.TrainStream(split, tokens, batch_size=2, seed=0, length_multiple=0,
+                                curriculum_steps=6, curriculum_max_words=9,
+                                curriculum_min_objects=2, curriculum_max_objects=3)
+  early = {int(i) for s in range(6) for i in stream.batch(s)["image_id"]}
+  assert early == {i for i in range(12) if i % 4 in (1, 2)}
+  late = {int(i) for s in range(6, 30) for i in stream.batch(s)["image_id"]}
+  assert late == set(range(12))
+  # Words and objects combine: 2-3 objects with a 3-word caption are images 1 and 10.
+  both = pipeline.TrainStream(split, tokens, batch_size=2, seed=0, length_multiple=0,
+                              curriculum_steps=4, curriculum_min_words=3, curriculum_max_words=3,
+                              curriculum_min_objects=2, curriculum_max_objects=3)
+  assert {int(i) for s in range(4) for i in both.batch(s)["image_id"]} == {1, 10}
+  with pytest.raises(ValueError, match="needs a dataset with scenes"):
+    pipeline.TrainStream(dataclasses.replace(split, scenes=None), tokens, batch_size=2, seed=0,
+                         curriculum_steps=4, curriculum_max_words=9, curriculum_max_objects=2)
+  with pytest.raises(ValueError, match="objects"):
+    pipeline.TrainStream(split, tokens, batch_size=8, seed=0, curriculum_steps=4,
+                         curriculum_max_words=9, curriculum_min_objects=4,
+                         curriculum_max_objects=4)  # 3 images, 6 pairs
 
 
 def test_length_buckets_keep_captions_of_different_lengths_mixed():
