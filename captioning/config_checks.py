@@ -1,10 +1,10 @@
 """Checks a config before anything is built, so bad values fail with a clear message."""
 
+from captioning import decoding
 from captioning import evaluators
 
 _STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
 _PRECISIONS = (None, "mixed_bfloat16")
-_DECODE_METHODS = ("greedy",)
 
 
 def _require(condition, message):
@@ -46,6 +46,11 @@ def validate(config):
              "train.curriculum_min_words and train.curriculum_max_words must satisfy "
              f"0 <= min <= max, max >= 1 when train.curriculum_steps > 0, got {min_words} and "
              f"{max_words}")
+  min_objects = train.get("curriculum_min_objects", 0)
+  max_objects = train.get("curriculum_max_objects", 0)
+  _require(0 <= min_objects <= max_objects or max_objects == 0 == min_objects,
+           "train.curriculum_min_objects and train.curriculum_max_objects must satisfy "
+           f"0 <= min <= max (max 0: any number), got {min_objects} and {max_objects}")
   for key in ("log_every", "eval_every", "checkpoint_every", "max_checkpoints"):
     _require(train[key] >= 1, f"train.{key} must be >= 1, got {train[key]}")
   _require(train.strategy in _STRATEGIES,
@@ -53,8 +58,9 @@ def validate(config):
   _require(train.mixed_precision in _PRECISIONS,
            f"train.mixed_precision must be one of {_PRECISIONS}, got {train.mixed_precision!r} "
            "(float16 needs loss scaling, which this trainer does not do yet)")
-  _require(decode.method in _DECODE_METHODS,
-           f"decode.method must be one of {_DECODE_METHODS}, got {decode.method!r}")
+  _require(decode.method in decoding.METHODS,
+           f"decode.method must be one of {decoding.METHODS}, got {decode.method!r}")
+  _require(decode.beam_size >= 1, f"decode.beam_size must be >= 1, got {decode.beam_size}")
   _require(decode.max_length >= 1, f"decode.max_length must be >= 1, got {decode.max_length}")
   unknown = [e for e in config.eval.evaluators if e not in evaluators.names()]
   _require(not unknown, f"eval.evaluators has unknown names {unknown}; "

@@ -11,6 +11,7 @@ import os
 from absl import logging
 import tensorflow as tf
 
+from captioning import config_checks
 from captioning import experiment
 from captioning import summaries
 from captioning.data import datasets
@@ -25,7 +26,7 @@ def _write_json(path, payload):
 
 
 def evaluate_workdir(workdir, split="test", *, checkpoint=None, num_examples=None,
-                     batch_size=None):
+                     batch_size=None, decode_method=None, beam_size=None):
   """Decodes a split with the workdir's model and scores the captions.
 
   Args:
@@ -34,15 +35,30 @@ def evaluate_workdir(workdir, split="test", *, checkpoint=None, num_examples=Non
     checkpoint: a checkpoint path; the latest when None.
     num_examples: score only the first this many images (all when None).
     batch_size: decoding batch size; `config.eval.batch_size` when None.
+    decode_method: "greedy" or "beam" instead of the workdir's `config.decode.method`.
+    beam_size: instead of the workdir's `config.decode.beam_size`.
 
   Returns:
-    The metrics dict written to metrics.json.
+    The metrics dict written to metrics.json: in DIR/eval/SPLIT with the workdir's decoding,
+    else in DIR/eval/SPLIT_greedy or DIR/eval/SPLIT_beamK, so no result is overwritten by
+    another decoding's.
   """
   config, tokenizer, model, step = experiment.restore(workdir, checkpoint)
+  out_name = split
+  if decode_method is not None or beam_size is not None:
+    decode = config.decode
+    decode_method = decode.method if decode_method is None else decode_method
+    beam_size = decode.beam_size if beam_size is None else beam_size
+    if (decode_method, beam_size) != (decode.method, decode.beam_size):
+      out_name = f"{split}_" + ("greedy" if decode_method == "greedy" else f"beam{beam_size}")
+    with config.unlocked():
+      config.decode.method, config.decode.beam_size = decode_method, beam_size
+  config_checks.validate(config)
   data = datasets.load_split(config.data, split, seed=config.seed).take(num_examples)
   evaluator = captions_eval.CaptionEvaluator(
       data, tokenizer, config.decode.max_length, batch_size or config.eval.batch_size,
-      jit_compile=config.train.jit_compile)
+      jit_compile=config.train.jit_compile, decode_method=config.decode.method,
+      beam_size=config.decode.beam_size)
   metrics = evaluator.run(model)
   if data.scenes is not None:  # `shapes`: also ask the model about relations directly
     metrics.update(relations.RelationEvaluator(
@@ -51,16 +67,17 @@ def evaluate_workdir(workdir, split="test", *, checkpoint=None, num_examples=Non
   for warning in evaluator.warnings:
     logging.warning("%s", warning)
 
-  out_dir = os.path.join(workdir, "eval", split)
+  out_dir = os.path.join(workdir, "eval", out_name)
   os.makedirs(out_dir, exist_ok=True)
   _write_json(os.path.join(out_dir, "captions.json"),
               [{"image_id": i, "caption": c} for i, c in evaluator.predictions.items()])
   report = {**metrics, "split": split, "step": step, "num_images": len(data),
-            "decode_method": "greedy", "tokenizer": evaluator.tokenizer_name,
+            "decode_method": config.decode.method, "beam_size": config.decode.beam_size,
+            "tokenizer": evaluator.tokenizer_name,
             "skipped_metrics": evaluator.skipped}
   _write_json(os.path.join(out_dir, "metrics.json"), report)
 
-  writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", f"eval_{split}"))
+  writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", f"eval_{out_name}"))
   summaries.write_scalars(writer, step, metrics, split)
   summaries.write_caption_samples(writer, step, data, evaluator, model.feature_map_shape,
                                   config.eval.num_samples, split)

@@ -1,6 +1,7 @@
 """Evaluates a trained workdir: python scripts/evaluate.py --workdir=DIR --split=test.
 
-Writes DIR/eval/SPLIT/captions.json and DIR/eval/SPLIT/metrics.json.
+Writes DIR/eval/SPLIT/captions.json and DIR/eval/SPLIT/metrics.json. With --decode_method or
+--beam_size other than the workdir's config, they go to DIR/eval/SPLIT_greedy or SPLIT_beamK.
 """
 
 from absl import app
@@ -14,6 +15,10 @@ _SPLIT = flags.DEFINE_enum("split", "test", ["train", "val", "test", "compositio
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint path; the latest if unset.")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", None, "Score only the first N images.",
                                      lower_bound=1)
+_DECODE_METHOD = flags.DEFINE_enum("decode_method", None, ["greedy", "beam"],
+                                   "Decode this way instead of the workdir's config.decode.")
+_BEAM_SIZE = flags.DEFINE_integer("beam_size", None, "Beam size instead of the workdir's.",
+                                  lower_bound=1)
 flags.mark_flag_as_required("workdir")
 
 
@@ -21,7 +26,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   evaluate.evaluate_workdir(_WORKDIR.value, _SPLIT.value, checkpoint=_CHECKPOINT.value,
-                            num_examples=_NUM_EXAMPLES.value)
+                            num_examples=_NUM_EXAMPLES.value,
+                            decode_method=_DECODE_METHOD.value, beam_size=_BEAM_SIZE.value)
 
 
 if __name__ == "__main__":

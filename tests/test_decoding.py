@@ -1,6 +1,8 @@
-"""Greedy decoding: in-graph and batched, with honest handling of captions that never end."""
+"""Greedy and beam search decoding: in-graph and batched, honest about captions that never end."""
 
+import ml_collections
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from captioning import decoding
@@ -65,3 +67,128 @@ def test_greedy_matches_step_by_step_argmax():
       if t > 0 and tokens[b, t - 1] in (END, PAD):
         break
       assert tokens[b, t] == logits[b, t].argmax()
+
+
+def random_model(seed=3):
+  """A random captioner (with coverage state) whose captions end at varied lengths."""
+  tf.keras.utils.set_random_seed(seed)
+  model = captioner.Captioner(vocab_size=15, encoder_widths=(8,), encoder_strides=(2,),
+                              embed_dim=8, hidden_dim=16, attention_dim=8,
+                              attention_coverage=True)
+  model.build({"image": (None, 32, 32, 3), "tokens": (None, None)})
+  model.decoder.logits.kernel.assign(model.decoder.logits.kernel * 8.0)  # sharper choices
+  bias = np.zeros(15, np.float32)
+  bias[END] = 1.0
+  model.decoder.logits.bias.assign(bias)
+  return model
+
+
+def teacher_forced_log_prob(model, images, tokens):
+  """The model's log-probability of each caption `tokens` [B, T] (through <end>)."""
+  inputs = np.concatenate([np.full([len(tokens), 1], START), tokens[:, :-1]], 1).astype("int32")
+  log_probs = tf.nn.log_softmax(model({"image": images, "tokens": inputs})["logits"]).numpy()
+  total = np.zeros(len(tokens))
+  for b, caption in enumerate(tokens):
+    for t, word in enumerate(caption):
+      if word == PAD:
+        break
+      total[b] += log_probs[b, t, word]
+  return total
+
+
+def test_beam_scores_are_the_captions_log_probabilities():
+  model = random_model()
+  images = np.random.RandomState(0).randint(0, 255, (6, 32, 32, 3)).astype("uint8")
+  greedy = decoding.GreedyDecoder(model, max_length=8, start_id=START, end_id=END)(images)
+  assert greedy["finished"].numpy().all()
+  for beam_size in (1, 3):
+    beam = decoding.BeamSearchDecoder(model, max_length=8, start_id=START, end_id=END,
+                                      beam_size=beam_size)(images)
+    tokens = beam["tokens"].numpy()
+    # The reported score is the model's own probability of the returned caption, so the
+    # beams' LSTM and coverage states were reordered along with their words.
+    np.testing.assert_allclose(beam["log_prob"].numpy(),
+                               teacher_forced_log_prob(model, images, tokens), atol=1e-3)
+    # Greedy's caption is among the hypotheses a beam considers.
+    assert np.all(beam["log_prob"].numpy() >= greedy["log_prob"].numpy() - 1e-4)
+    assert beam["finished"].numpy().all()
+    # One attention distribution per emitted token, zeros after <end>.
+    emitted = (np.cumsum(tokens == END, axis=1) - (tokens == END)) == 0
+    np.testing.assert_allclose(beam["attention"].numpy().sum(-1), emitted.astype(float),
+                               atol=1e-5)
+
+
+class MarkovCaptioner:
+  """A stand-in captioner whose next word depends only on the previous one (no image)."""
+
+  def __init__(self, log_transitions):
+    self.log_transitions = tf.constant(log_transitions, tf.float32)  # [V, V]
+    self.vocab_size = log_transitions.shape[0]
+    self.decoder = self
+
+  def encode(self, images, training=False):
+    return tf.zeros([tf.shape(images)[0], 4, 2])
+
+  def precompute(self, features):
+    return features
+
+  def initial_state(self, features):
+    return [tf.zeros([tf.shape(features)[0], 1])]
+
+  def step(self, tokens, state, features, projected):
+    alpha = tf.fill([tf.shape(tokens)[0], 4], 0.25)
+    return tf.gather(self.log_transitions, tokens), state, alpha, None
+
+
+def test_beam_search_escapes_the_greedy_garden_path():
+  # Words 4 ("a") and 5 ("b"). Greedy takes "a" (0.6), after which every word is unlikely;
+  # "b" (0.4) is followed by <end> with probability 0.95.
+  probs = np.full([8, 8], 1e-6)
+  probs[START, [4, 5]] = [0.6, 0.4]
+  probs[4, [4, 5, 6, 7, END]] = 0.2
+  probs[5, END], probs[5, 6] = 0.95, 0.05
+  probs[6:, END] = 1.0
+  model = MarkovCaptioner(np.log(probs / probs.sum(1, keepdims=True)))
+  images = np.zeros([2, 8, 8, 3], np.uint8)
+  greedy = decoding.GreedyDecoder(model, max_length=3, start_id=START, end_id=END)(images)
+  beam = decoding.BeamSearchDecoder(model, max_length=3, start_id=START, end_id=END,
+                                    beam_size=2)(images)
+  assert greedy["tokens"].numpy()[0, 0] == 4
+  np.testing.assert_array_equal(beam["tokens"].numpy(), [[5, END, PAD, PAD]] * 2)
+  np.testing.assert_allclose(beam["log_prob"].numpy(), np.log(0.4 * 0.95), rtol=1e-4)
+  assert beam["log_prob"].numpy()[0] > greedy["log_prob"].numpy()[0] + 0.5
+
+
+def test_beam_caption_that_never_ends_is_reported_unfinished():
+  model = model_that_says(5)
+  out = decoding.BeamSearchDecoder(model, max_length=4, start_id=START, end_id=END,
+                                   beam_size=3)(np.zeros([2, 32, 32, 3], np.uint8))
+  np.testing.assert_array_equal(out["tokens"].numpy(), [[5, 5, 5, 5, PAD]] * 2)
+  assert not out["finished"].numpy().any()
+
+
+def test_beam_caption_that_ends_stops_and_pads():
+  model = model_that_says(END)
+  out = decoding.BeamSearchDecoder(model, max_length=4, start_id=START, end_id=END,
+                                   beam_size=3)(np.zeros([2, 32, 32, 3], np.uint8))
+  np.testing.assert_array_equal(out["tokens"].numpy(), [[END, PAD, PAD, PAD, PAD]] * 2)
+  assert out["finished"].numpy().all()
+
+
+def test_build_decoder_by_name_and_bad_beams():
+  model = model_that_says(5)
+
+  class Ids:
+    start_id, end_id, pad_id = START, END, PAD
+
+  config = ml_collections.ConfigDict({"method": "beam", "max_length": 4, "beam_size": 3})
+  assert isinstance(decoding.build_decoder(config, model, Ids()), decoding.BeamSearchDecoder)
+  config.method = "greedy"
+  assert isinstance(decoding.build_decoder(config, model, Ids()), decoding.GreedyDecoder)
+  config.method = "nucleus"
+  with pytest.raises(ValueError, match="decode.method"):
+    decoding.build_decoder(config, model, Ids())
+  with pytest.raises(ValueError, match="beam_size"):
+    decoding.BeamSearchDecoder(model, 4, START, END, beam_size=0)
+  with pytest.raises(ValueError, match="vocabulary"):
+    decoding.BeamSearchDecoder(model, 4, START, END, beam_size=7)  # 12 words

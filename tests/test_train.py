@@ -88,6 +88,8 @@ def test_workdir_with_another_model_is_not_overwritten(tmp_path):
     ("decode.method", "sampling", "decode.method"),
     ("eval.evaluators", ("bleu5",), "eval.evaluators"),
     ("train.curriculum_steps", -5, "train.curriculum_steps"),
+    ("train.curriculum_max_objects", -1, "train.curriculum_max_objects"),
+    ("decode.beam_size", 0, "decode.beam_size"),
 ])
 def test_bad_config_values_fail_early_with_the_key_named(tmp_path, key, value, message):
   config = helpers.load_config(**TINY)

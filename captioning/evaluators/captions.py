@@ -1,5 +1,6 @@
 """Decoded-caption quality: COCO caption metrics and, on `shapes`, fact accuracy."""
 
+import ml_collections
 import numpy as np
 
 from captioning import decoding
@@ -9,7 +10,7 @@ from captioning.evaluators import facts
 
 
 def decode_split(decoder, tokenizer, split, batch_size):
-  """Greedy-decodes every image of a split.
+  """Decodes every image of a split.
 
   Returns:
     (predictions {image_id: caption}, attention float32 [N, T, L], finished bool [N]).
@@ -25,7 +26,7 @@ def decode_split(decoder, tokenizer, split, batch_size):
 
 
 class CaptionEvaluator:
-  """Decodes a split greedily and scores the captions against its references.
+  """Decodes a split and scores the captions against its references.
 
   The scores are those of real decoded captions (never teacher-forced), computed at corpus level
   with pycocoevalcap's PTB tokenizer and scorers, so they compare with published numbers.
@@ -34,18 +35,22 @@ class CaptionEvaluator:
     split: a CaptionSplit.
     tokenizer: the workdir's tokenizer.
     max_decode_length: the most words a caption may have.
+    decode_method: "greedy" or "beam" (see `decoding.build_decoder`).
+    beam_size: hypotheses per image of beam search.
     batch_size: images per decoding batch.
     jit_compile: compile decoding with XLA.
     caption_metrics: which pycocoevalcap metrics to compute (all by default).
   """
 
   def __init__(self, split, tokenizer, max_decode_length, batch_size, jit_compile=False,
-               caption_metrics=coco_metrics.SUPPORTED_METRICS, **unused):
+               caption_metrics=coco_metrics.SUPPORTED_METRICS, decode_method="greedy",
+               beam_size=1, **unused):
     del unused
     self.caption_metrics = tuple(caption_metrics)
     self.split = split
     self.tokenizer = tokenizer
-    self.max_decode_length = max_decode_length
+    self.decode = ml_collections.ConfigDict(
+        {"method": decode_method, "max_length": max_decode_length, "beam_size": beam_size})
     self.batch_size = batch_size
     self.jit_compile = jit_compile
     self._decoder = None
@@ -56,9 +61,8 @@ class CaptionEvaluator:
   def run(self, model):
     """Returns COCO metrics, fact accuracy (on `shapes`) and the share of unfinished captions."""
     if self._decoder is None or self._decoder.model is not model:
-      self._decoder = decoding.GreedyDecoder(
-          model, self.max_decode_length, self.tokenizer.start_id, self.tokenizer.end_id,
-          self.tokenizer.pad_id, jit_compile=self.jit_compile)
+      self._decoder = decoding.build_decoder(self.decode, model, self.tokenizer,
+                                             jit_compile=self.jit_compile)
     self.predictions, self.attention, self.finished = decode_split(
         self._decoder, self.tokenizer, self.split, self.batch_size)
     scored = coco_metrics.compute_caption_metrics(self.predictions, self.split.references(),
