@@ -44,15 +44,13 @@ def evaluate_workdir(workdir, split="test", *, checkpoint=None, num_examples=Non
     another decoding's.
   """
   config, tokenizer, model, step = experiment.restore(workdir, checkpoint)
+  decode = config.decode
+  method, size = decode_method or decode.method, beam_size or decode.beam_size
   out_name = split
-  if decode_method is not None or beam_size is not None:
-    decode = config.decode
-    decode_method = decode.method if decode_method is None else decode_method
-    beam_size = decode.beam_size if beam_size is None else beam_size
-    if (decode_method, beam_size) != (decode.method, decode.beam_size):
-      out_name = f"{split}_" + ("greedy" if decode_method == "greedy" else f"beam{beam_size}")
-    with config.unlocked():
-      config.decode.method, config.decode.beam_size = decode_method, beam_size
+  if (method, size) != (decode.method, decode.beam_size):
+    out_name = f"{split}_" + ("greedy" if method == "greedy" else f"beam{size}")
+  with config.unlocked():
+    decode.method, decode.beam_size = method, size
   config_checks.validate(config)
   data = datasets.load_split(config.data, split, seed=config.seed).take(num_examples)
   evaluator = captions_eval.CaptionEvaluator(
