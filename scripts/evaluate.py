@@ -7,15 +7,17 @@ Writes DIR/eval/SPLIT/captions.json and DIR/eval/SPLIT/metrics.json. With --deco
 from absl import app
 from absl import flags
 
+from captioning import decoding
 from captioning import evaluate
+from captioning.data import datasets
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
-_SPLIT = flags.DEFINE_enum("split", "test", ["train", "val", "test", "compositional"],
+_SPLIT = flags.DEFINE_enum("split", "test", list(datasets.SPLITS),
                            "Which split to caption and score.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint path; the latest if unset.")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", None, "Score only the first N images.",
                                      lower_bound=1)
-_DECODE_METHOD = flags.DEFINE_enum("decode_method", None, ["greedy", "beam"],
+_DECODE_METHOD = flags.DEFINE_enum("decode_method", None, list(decoding.METHODS),
                                    "Decode this way instead of the workdir's config.decode.")
 _BEAM_SIZE = flags.DEFINE_integer("beam_size", None, "Beam size instead of the workdir's.",
                                   lower_bound=1)
