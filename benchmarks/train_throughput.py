@@ -86,6 +86,8 @@ def main(argv):
       "machine": platform.machine(),
       "tensorflow": tf.__version__,
       "devices": [d.name for d in tf.config.list_logical_devices()],
+      # The package turns TensorFlow's BFC CPU allocator on (captioning/__init__.py).
+      "tf_cpu_allocator_use_bfc": os.environ.get("TF_CPU_ALLOCATOR_USE_BFC"),
   }
   text = json.dumps(result, indent=2)
   print(text)
