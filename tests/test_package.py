@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import helpers
 
 # Only TensorFlow's BFC allocator keeps statistics; the default CPU allocator raises.
 _PROBE = """
@@ -24,7 +24,7 @@ def _allocator(env_value):
   if env_value is not None:
     env["TF_CPU_ALLOCATOR_USE_BFC"] = env_value
   env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-  result = subprocess.run([sys.executable, "-c", _PROBE], cwd=ROOT, env=env,
+  result = subprocess.run([sys.executable, "-c", _PROBE], cwd=helpers.ROOT, env=env,
                           capture_output=True, text=True, timeout=300, check=True)
   return result.stdout.split()[-1]
 
