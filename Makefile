@@ -6,7 +6,7 @@ WORKDIR ?= workdirs/shapes_sat
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: install train evaluate test test-fast tensorboard benchmark clean
+.PHONY: install train evaluate lint format test test-fast tensorboard benchmark clean
 
 install: $(VENV)/.installed
 
@@ -25,12 +25,21 @@ evaluate: install
 	$(BIN)/python scripts/evaluate.py --workdir=$(WORKDIR) --split=test
 	$(BIN)/python scripts/evaluate.py --workdir=$(WORKDIR) --split=compositional
 
-# The whole suite, learning tests included (CI runs exactly this).
-test: install
+# Lint and format check (ruff, configured in pyproject.toml); `make format` rewrites in place.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Lint, then the whole suite, learning tests included (CI runs exactly this).
+test: lint
 	$(BIN)/python -m pytest -q
 
 # Everything but the learning tests marked slow.
-test-fast: install
+test-fast: lint
 	$(BIN)/python -m pytest -q -m "not slow"
 
 tensorboard: install

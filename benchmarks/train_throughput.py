@@ -14,9 +14,9 @@ import time
 
 from absl import app
 from absl import flags
+from ml_collections import config_flags
 import numpy as np
 import tensorflow as tf
-from ml_collections import config_flags
 
 from captioning import decoding
 from captioning import experiment
@@ -28,8 +28,11 @@ from captioning.data import tokenizer as tokenizer_lib
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/shapes_sat.py", "Config file.")
 _STEPS = flags.DEFINE_integer("steps", 50, "Timed train steps.", lower_bound=1)
 _WARMUP = flags.DEFINE_integer(
-    "warmup", 40, "Untimed train steps first; enough to trace every batch length bucket.",
-    lower_bound=1)
+  "warmup",
+  40,
+  "Untimed train steps first; enough to trace every batch length bucket.",
+  lower_bound=1,
+)
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the JSON here.")
 
 
@@ -38,7 +41,8 @@ def main(argv):
   config = _CONFIG.value
   train_split = datasets.load_split(config.data, "train", seed=config.seed)
   tokenizer = tokenizer_lib.Tokenizer.build(
-      (c for caps in train_split.captions for c in caps), vocab_size=config.data.vocab_size)
+    (c for caps in train_split.captions for c in caps), vocab_size=config.data.vocab_size
+  )
   tokens = pipeline.encode_captions(train_split, tokenizer, config.data.max_caption_length)
   strategy = train.create_strategy(config.train.strategy)
   with strategy.scope():
@@ -46,8 +50,13 @@ def main(argv):
     optimizer = experiment.build_optimizer(config.train)
     optimizer.build(model.trainable_variables)
   step_fn = train.make_train_step(model, optimizer, config, strategy, tokenizer.pad_id)
-  stream = pipeline.TrainStream(train_split, tokens, config.train.batch_size, config.seed,
-                                length_multiple=config.data.bucket_length_multiple)
+  stream = pipeline.TrainStream(
+    train_split,
+    tokens,
+    config.train.batch_size,
+    config.seed,
+    length_multiple=config.data.bucket_length_multiple,
+  )
   batches = iter(strategy.experimental_distribute_dataset(stream.dataset(0)))
   lengths = set()
   for step in range(_WARMUP.value):
@@ -59,7 +68,7 @@ def main(argv):
   out["loss"].numpy()
   train_seconds = time.perf_counter() - start
 
-  images = train_split.images[:config.eval.batch_size]
+  images = train_split.images[: config.eval.batch_size]
   repeats = 3
   decode_rates = {}
   # The config's own decoding, and greedy for comparison.
@@ -75,19 +84,19 @@ def main(argv):
     decode_rates[name] = repeats * len(images) / (time.perf_counter() - start)
 
   result = {
-      "config": flags.FLAGS["config"].config_filename,
-      "batch_size": config.train.batch_size,
-      "train_steps_per_sec": _STEPS.value / train_seconds,
-      "train_examples_per_sec": _STEPS.value * config.train.batch_size / train_seconds,
-      "decode_images_per_sec": decode_rates,
-      "decode_batch_size": len(images),
-      "traced_batch_lengths": sorted(lengths),
-      "cpu_count": os.cpu_count(),
-      "machine": platform.machine(),
-      "tensorflow": tf.__version__,
-      "devices": [d.name for d in tf.config.list_logical_devices()],
-      # The package turns TensorFlow's BFC CPU allocator on (captioning/__init__.py).
-      "tf_cpu_allocator_use_bfc": os.environ.get("TF_CPU_ALLOCATOR_USE_BFC"),
+    "config": flags.FLAGS["config"].config_filename,
+    "batch_size": config.train.batch_size,
+    "train_steps_per_sec": _STEPS.value / train_seconds,
+    "train_examples_per_sec": _STEPS.value * config.train.batch_size / train_seconds,
+    "decode_images_per_sec": decode_rates,
+    "decode_batch_size": len(images),
+    "traced_batch_lengths": sorted(lengths),
+    "cpu_count": os.cpu_count(),
+    "machine": platform.machine(),
+    "tensorflow": tf.__version__,
+    "devices": [d.name for d in tf.config.list_logical_devices()],
+    # The package turns TensorFlow's BFC CPU allocator on (captioning/__init__.py).
+    "tf_cpu_allocator_use_bfc": os.environ.get("TF_CPU_ALLOCATOR_USE_BFC"),
   }
   text = json.dumps(result, indent=2)
   print(text)

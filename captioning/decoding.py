@@ -90,15 +90,16 @@ class BeamSearchDecoder:
     jit_compile: compile the decoding function with XLA.
   """
 
-  def __init__(self, model, max_length, start_id, end_id, pad_id=0, beam_size=4,
-               jit_compile=False):
+  def __init__(self, model, max_length, start_id, end_id, pad_id=0, beam_size=4, jit_compile=False):
     if max_length < 1:
       raise ValueError(f"decode max_length must be >= 1, got {max_length}")
     if beam_size < 1:
       raise ValueError(f"decode beam_size must be >= 1, got {beam_size}")
     if 2 * beam_size > model.decoder.vocab_size:
-      raise ValueError(f"decode beam_size {beam_size} needs a vocabulary of at least "
-                       f"{2 * beam_size} words, got {model.decoder.vocab_size}")
+      raise ValueError(
+        f"decode beam_size {beam_size} needs a vocabulary of at least "
+        f"{2 * beam_size} words, got {model.decoder.vocab_size}"
+      )
     self.model = model
     self.max_length = int(max_length)
     self.beam_size = int(beam_size)
@@ -116,8 +117,9 @@ class BeamSearchDecoder:
     vocab = decoder.vocab_size
     neg_inf = tf.constant(-1e9, tf.float32)
     # Only the first beam is live at the start, so the first step does not repeat candidates.
-    alive_score = tf.tile(tf.concat([[0.0], tf.fill([k - 1], neg_inf)], 0)[tf.newaxis],
-                          [batch, 1])  # [B, K]
+    alive_score = tf.tile(
+      tf.concat([[0.0], tf.fill([k - 1], neg_inf)], 0)[tf.newaxis], [batch, 1]
+    )  # [B, K]
     alive_seq = tf.fill([batch, k, steps], tf.constant(self.pad_id, tf.int32))
     alive_att = tf.zeros([batch, k, steps, locations], features.dtype)
     fin_score = tf.fill([batch, k], neg_inf)
@@ -133,8 +135,9 @@ class BeamSearchDecoder:
       # At the last step a hypothesis may only end, and only where <end> is its likeliest word
       # (as in greedy decoding): a caption cut at max_length is never passed off as finished.
       ends_here = tf.equal(tf.argmax(log_probs, -1, output_type=tf.int32), self.end_id)
-      allowed = tf.logical_or(tf.logical_not(last),
-                              tf.logical_and(is_end, ends_here[..., tf.newaxis]))  # [B, K, V]
+      allowed = tf.logical_or(
+        tf.logical_not(last), tf.logical_and(is_end, ends_here[..., tf.newaxis])
+      )  # [B, K, V]
       log_probs = tf.where(allowed, log_probs, neg_inf)
       scores = tf.reshape(alive_score[..., tf.newaxis] + log_probs, [batch, k * vocab])
       top_score, top_index = tf.math.top_k(scores, k=2 * k)  # [B, 2K]
@@ -165,12 +168,17 @@ class BeamSearchDecoder:
 
     best_live = tf.argmax(alive_score, axis=1, output_type=tf.int32)
     use_finished = fin_score[:, 0] >= tf.reduce_max(alive_score, axis=1)  # [B]
-    tokens = tf.where(use_finished[:, tf.newaxis], fin_seq[:, 0],
-                      tf.gather(alive_seq, best_live, batch_dims=1))
-    attention = tf.where(use_finished[:, tf.newaxis, tf.newaxis], fin_att[:, 0],
-                         tf.gather(alive_att, best_live, batch_dims=1))
-    log_prob = tf.where(use_finished, fin_score[:, 0],
-                        tf.gather(alive_score, best_live, batch_dims=1))
+    tokens = tf.where(
+      use_finished[:, tf.newaxis], fin_seq[:, 0], tf.gather(alive_seq, best_live, batch_dims=1)
+    )
+    attention = tf.where(
+      use_finished[:, tf.newaxis, tf.newaxis],
+      fin_att[:, 0],
+      tf.gather(alive_att, best_live, batch_dims=1),
+    )
+    log_prob = tf.where(
+      use_finished, fin_score[:, 0], tf.gather(alive_score, best_live, batch_dims=1)
+    )
     return {"tokens": tokens, "attention": attention, "log_prob": log_prob}
 
   def __call__(self, images):
@@ -192,11 +200,16 @@ def build_decoder(decode_config, model, tokenizer, jit_compile=False):
     tokenizer: supplies the special ids.
     jit_compile: compile decoding with XLA.
   """
-  ids = dict(start_id=tokenizer.start_id, end_id=tokenizer.end_id, pad_id=tokenizer.pad_id,
-             jit_compile=jit_compile)
+  ids = dict(
+    start_id=tokenizer.start_id,
+    end_id=tokenizer.end_id,
+    pad_id=tokenizer.pad_id,
+    jit_compile=jit_compile,
+  )
   if decode_config.method == "greedy":
     return GreedyDecoder(model, decode_config.max_length, **ids)
   if decode_config.method == "beam":
-    return BeamSearchDecoder(model, decode_config.max_length, beam_size=decode_config.beam_size,
-                             **ids)
+    return BeamSearchDecoder(
+      model, decode_config.max_length, beam_size=decode_config.beam_size, **ids
+    )
   raise ValueError(f"decode.method must be one of {METHODS}, got {decode_config.method!r}")

@@ -25,8 +25,16 @@ def _write_json(path, payload):
   os.replace(path + ".tmp", path)
 
 
-def evaluate_workdir(workdir, split="test", *, checkpoint=None, num_examples=None,
-                     batch_size=None, decode_method=None, beam_size=None):
+def evaluate_workdir(
+  workdir,
+  split="test",
+  *,
+  checkpoint=None,
+  num_examples=None,
+  batch_size=None,
+  decode_method=None,
+  beam_size=None,
+):
   """Decodes a split with the workdir's model and scores the captions.
 
   Args:
@@ -54,32 +62,49 @@ def evaluate_workdir(workdir, split="test", *, checkpoint=None, num_examples=Non
   config_checks.validate(config)
   data = datasets.load_split(config.data, split, seed=config.seed).take(num_examples)
   evaluator = captions_eval.CaptionEvaluator(
-      data, tokenizer, config.decode.max_length, batch_size or config.eval.batch_size,
-      jit_compile=config.train.jit_compile, decode_method=config.decode.method,
-      beam_size=config.decode.beam_size)
+    data,
+    tokenizer,
+    config.decode.max_length,
+    batch_size or config.eval.batch_size,
+    jit_compile=config.train.jit_compile,
+    decode_method=config.decode.method,
+    beam_size=config.decode.beam_size,
+  )
   metrics = evaluator.run(model)
   if data.scenes is not None:  # `shapes`: also ask the model about relations directly
-    metrics.update(relations.RelationEvaluator(
-        data, tokenizer, config.data.max_caption_length,
-        batch_size or config.eval.batch_size).run(model))
+    metrics.update(
+      relations.RelationEvaluator(
+        data, tokenizer, config.data.max_caption_length, batch_size or config.eval.batch_size
+      ).run(model)
+    )
   for warning in evaluator.warnings:
     logging.warning("%s", warning)
 
   out_dir = os.path.join(workdir, "eval", out_name)
   os.makedirs(out_dir, exist_ok=True)
-  _write_json(os.path.join(out_dir, "captions.json"),
-              [{"image_id": i, "caption": c} for i, c in evaluator.predictions.items()])
-  report = {**metrics, "split": split, "step": step, "num_images": len(data),
-            "decode_method": config.decode.method, "beam_size": config.decode.beam_size,
-            "tokenizer": evaluator.tokenizer_name,
-            "skipped_metrics": evaluator.skipped}
+  _write_json(
+    os.path.join(out_dir, "captions.json"),
+    [{"image_id": i, "caption": c} for i, c in evaluator.predictions.items()],
+  )
+  report = {
+    **metrics,
+    "split": split,
+    "step": step,
+    "num_images": len(data),
+    "decode_method": config.decode.method,
+    "beam_size": config.decode.beam_size,
+    "tokenizer": evaluator.tokenizer_name,
+    "skipped_metrics": evaluator.skipped,
+  }
   _write_json(os.path.join(out_dir, "metrics.json"), report)
 
   writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", f"eval_{out_name}"))
   summaries.write_scalars(writer, step, metrics, split)
-  summaries.write_caption_samples(writer, step, data, evaluator, model.feature_map_shape,
-                                  config.eval.num_samples, split)
+  summaries.write_caption_samples(
+    writer, step, data, evaluator, model.feature_map_shape, config.eval.num_samples, split
+  )
   writer.flush()
-  logging.info("%s at step %d: %s", split, step,
-               ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+  logging.info(
+    "%s at step %d: %s", split, step, ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+  )
   return report

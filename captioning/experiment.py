@@ -52,8 +52,10 @@ def load_config(workdir):
   """Reads the config a workdir was trained with, as a locked ConfigDict."""
   path = config_path(workdir)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: {workdir!r} is not a training workdir "
-                            "(train with scripts/train.py --workdir=... first).")
+    raise FileNotFoundError(
+      f"{path} not found: {workdir!r} is not a training workdir "
+      "(train with scripts/train.py --workdir=... first)."
+    )
   with open(path) as f:
     config = ml_collections.ConfigDict(json.load(f))
   config.lock()
@@ -70,13 +72,17 @@ def prepare_workdir(config, workdir):
   os.makedirs(workdir, exist_ok=True)
   if os.path.exists(config_path(workdir)):
     old, new = _to_plain(load_config(workdir)), _to_plain(config)
-    diffs = [f"{section}.{key}: {old.get(section, {}).get(key)!r} -> {value!r}"
-             for section in _FROZEN_SECTIONS
-             for key, value in new.get(section, {}).items()
-             if old.get(section, {}).get(key) != value]
+    diffs = [
+      f"{section}.{key}: {old.get(section, {}).get(key)!r} -> {value!r}"
+      for section in _FROZEN_SECTIONS
+      for key, value in new.get(section, {}).items()
+      if old.get(section, {}).get(key) != value
+    ]
     if diffs:
-      raise ValueError(f"Workdir {workdir} was trained with a different config; refusing to "
-                       f"resume from it. Use a new --workdir. Differences: {'; '.join(diffs)}")
+      raise ValueError(
+        f"Workdir {workdir} was trained with a different config; refusing to "
+        f"resume from it. Use a new --workdir. Differences: {'; '.join(diffs)}"
+      )
   save_config(config, workdir)
 
 
@@ -86,16 +92,19 @@ def load_or_build_tokenizer(workdir, train_split, data_config):
   if os.path.exists(path):
     return tokenizer_lib.Tokenizer.load(path)
   tokenizer = tokenizer_lib.Tokenizer.build(
-      (c for caps in train_split.captions for c in caps), vocab_size=data_config.vocab_size,
-      min_count=data_config.min_count)
+    (c for caps in train_split.captions for c in caps),
+    vocab_size=data_config.vocab_size,
+    min_count=data_config.min_count,
+  )
   tokenizer.save(path)
   return tokenizer
 
 
 def build_model(config, vocab_size, output_bias=None):
   """Builds (and creates the variables of) the captioner a config describes."""
-  model = captioner.build_captioner(config.model, vocab_size, output_bias=output_bias,
-                                    dtype=config.train.mixed_precision)
+  model = captioner.build_captioner(
+    config.model, vocab_size, output_bias=output_bias, dtype=config.train.mixed_precision
+  )
   size = config.data.image_size
   model.build({"image": (None, size, size, 3), "tokens": (None, None)})
   return model
@@ -105,17 +114,19 @@ def learning_rate_schedule(train_config):
   """Linear warmup to `learning_rate`, then cosine decay to `lr * end_learning_rate_factor`."""
   warmup = min(train_config.warmup_steps, max(train_config.num_steps - 1, 0))
   return keras.optimizers.schedules.CosineDecay(
-      initial_learning_rate=0.0 if warmup else train_config.learning_rate,
-      decay_steps=max(train_config.num_steps - warmup, 1),
-      alpha=train_config.end_learning_rate_factor,
-      warmup_target=train_config.learning_rate if warmup else None,
-      warmup_steps=warmup)
+    initial_learning_rate=0.0 if warmup else train_config.learning_rate,
+    decay_steps=max(train_config.num_steps - warmup, 1),
+    alpha=train_config.end_learning_rate_factor,
+    warmup_target=train_config.learning_rate if warmup else None,
+    warmup_steps=warmup,
+  )
 
 
 def build_optimizer(train_config):
   """The optimizer a config trains with: AdamW on `learning_rate_schedule`."""
-  return keras.optimizers.AdamW(learning_rate_schedule(train_config),
-                                weight_decay=train_config.weight_decay)
+  return keras.optimizers.AdamW(
+    learning_rate_schedule(train_config), weight_decay=train_config.weight_decay
+  )
 
 
 def training_checkpoint(model, optimizer, step):

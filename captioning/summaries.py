@@ -27,8 +27,11 @@ def attention_overlay(image, attention, feature_map_shape, num_words):
   base = image.astype(np.float32) * 0.5
   heat = np.concatenate([maps * 255.0, maps * 64.0, np.zeros_like(maps)], axis=-1)
   panels = np.clip(base[None] + heat * 0.6, 0, 255).astype(np.uint8)
-  return np.concatenate([image[None].astype(np.uint8), panels], axis=0).transpose(
-      1, 0, 2, 3).reshape(size[0], -1, 3)
+  return (
+    np.concatenate([image[None].astype(np.uint8), panels], axis=0)
+    .transpose(1, 0, 2, 3)
+    .reshape(size[0], -1, 3)
+  )
 
 
 def samples_markdown(image_ids, predictions, references, finished=None):
@@ -43,21 +46,25 @@ def samples_markdown(image_ids, predictions, references, finished=None):
   return "\n".join(rows)
 
 
-def write_caption_samples(writer, step, split, evaluator, feature_map_shape, num_samples,
-                          prefix):
+def write_caption_samples(writer, step, split, evaluator, feature_map_shape, num_samples, prefix):
   """Writes sample captions (text) and their attention maps (images) from a CaptionEvaluator."""
   n = min(num_samples, len(split))
   if n == 0 or evaluator.attention is None:
     return
   ids = split.image_ids[:n]
   with writer.as_default(step=step):
-    tf.summary.text(f"{prefix}/samples", samples_markdown(
-        ids, evaluator.predictions, split.references(), evaluator.finished[:n]))
+    tf.summary.text(
+      f"{prefix}/samples",
+      samples_markdown(ids, evaluator.predictions, split.references(), evaluator.finished[:n]),
+    )
     pictures = []
     for i in range(n):
       words = tokenizer_lib.split_words(evaluator.predictions[int(ids[i])])
-      pictures.append(attention_overlay(split.images[i], evaluator.attention[i],
-                                        feature_map_shape, len(words) + 1))
+      pictures.append(
+        attention_overlay(
+          split.images[i], evaluator.attention[i], feature_map_shape, len(words) + 1
+        )
+      )
     width = max(p.shape[1] for p in pictures)
     pictures = [np.pad(p, [(0, 0), (0, width - p.shape[1]), (0, 0)]) for p in pictures]
     tf.summary.image(f"{prefix}/attention", np.stack(pictures), max_outputs=n)

@@ -30,8 +30,9 @@ def create_strategy(name):
     return tf.distribute.MirroredStrategy()
   if name == "multi_worker_mirrored":
     return tf.distribute.MultiWorkerMirroredStrategy()
-  raise ValueError(f"Unknown config.train.strategy {name!r}; "
-                   "expected default | mirrored | multi_worker_mirrored")
+  raise ValueError(
+    f"Unknown config.train.strategy {name!r}; expected default | mirrored | multi_worker_mirrored"
+  )
 
 
 def make_train_step(model, optimizer, config, strategy, pad_id):
@@ -44,20 +45,23 @@ def make_train_step(model, optimizer, config, strategy, pad_id):
     mask = tf.not_equal(targets, pad_id)
     with tf.GradientTape() as tape:
       out = model({"image": batch["image"], "tokens": inputs}, training=True)
-      ce, _ = losses.masked_cross_entropy(targets, out["logits"], mask,
-                                          train_config.label_smoothing)
+      ce, _ = losses.masked_cross_entropy(
+        targets, out["logits"], mask, train_config.label_smoothing
+      )
       penalty = losses.doubly_stochastic_penalty(out["attention"], mask)
       loss = ce + config.model.doubly_stochastic_weight * penalty
       # Gradients are summed over replicas when applied, so each replica's loss is scaled down.
       scaled = loss / num_replicas
     grads = tape.gradient(scaled, model.trainable_variables)
     grads, grad_norm = tf.clip_by_global_norm(grads, train_config.grad_clip_norm)
-    metrics = {"loss": loss, "cross_entropy": ce, "attention_penalty": penalty,
-               "grad_norm": grad_norm,
-               "teacher_forced_token_accuracy": losses.token_accuracy(targets, out["logits"],
-                                                                      mask),
-               "mean_gate": tf.reduce_mean(tf.boolean_mask(tf.cast(out["gate"], tf.float32),
-                                                           mask))}
+    metrics = {
+      "loss": loss,
+      "cross_entropy": ce,
+      "attention_penalty": penalty,
+      "grad_norm": grad_norm,
+      "teacher_forced_token_accuracy": losses.token_accuracy(targets, out["logits"], mask),
+      "mean_gate": tf.reduce_mean(tf.boolean_mask(tf.cast(out["gate"], tf.float32), mask)),
+    }
     return grads, metrics
 
   compiled = tf.function(loss_and_grads, jit_compile=bool(train_config.jit_compile))
@@ -76,13 +80,21 @@ def make_train_step(model, optimizer, config, strategy, pad_id):
 
 
 def _create_evaluators(config, tokenizer, val_split):
-  return {name: evaluators.create(
-      name, split=val_split, tokenizer=tokenizer,
+  return {
+    name: evaluators.create(
+      name,
+      split=val_split,
+      tokenizer=tokenizer,
       max_caption_length=config.data.max_caption_length,
-      max_decode_length=config.decode.max_length, batch_size=config.eval.batch_size,
-      jit_compile=config.train.jit_compile, caption_metrics=config.eval.caption_metrics,
-      decode_method=config.decode.method, beam_size=config.decode.beam_size)
-      for name in config.eval.evaluators}
+      max_decode_length=config.decode.max_length,
+      batch_size=config.eval.batch_size,
+      jit_compile=config.train.jit_compile,
+      caption_metrics=config.eval.caption_metrics,
+      decode_method=config.decode.method,
+      beam_size=config.decode.beam_size,
+    )
+    for name in config.eval.evaluators
+  }
 
 
 def _evaluate(step, model, config, val_split, evals, writer):
@@ -92,12 +104,14 @@ def _evaluate(step, model, config, val_split, evals, writer):
     metrics.update(evaluator.run(model))
     logging.info("eval %s took %.1fs", name, time.time() - start)
     if name == "captions":
-      summaries.write_caption_samples(writer, step, val_split, evaluator,
-                                      model.feature_map_shape, config.eval.num_samples, "val")
+      summaries.write_caption_samples(
+        writer, step, val_split, evaluator, model.feature_map_shape, config.eval.num_samples, "val"
+      )
   summaries.write_scalars(writer, step, metrics, "val")
   writer.flush()
-  logging.info("step %d eval: %s", step,
-               ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+  logging.info(
+    "step %d eval: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+  )
   return metrics
 
 
@@ -121,9 +135,14 @@ def train_and_evaluate(config, workdir):
   tokenizer = experiment.load_or_build_tokenizer(workdir, train_split, config.data)
   tokens = pipeline.encode_captions(train_split, tokenizer, config.data.max_caption_length)
   val_split = datasets.load_split(config.data, "val", seed=config.seed).take(
-      config.eval.num_examples)
-  logging.info("train: %d images, val: %d images, vocabulary: %d words", len(train_split),
-               len(val_split), tokenizer.vocab_size)
+    config.eval.num_examples
+  )
+  logging.info(
+    "train: %d images, val: %d images, vocabulary: %d words",
+    len(train_split),
+    len(val_split),
+    tokenizer.vocab_size,
+  )
 
   strategy = create_strategy(config.train.strategy)
   with strategy.scope():
@@ -135,19 +154,26 @@ def train_and_evaluate(config, workdir):
   step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
   checkpoint = experiment.training_checkpoint(model, optimizer, step)
   manager = tf.train.CheckpointManager(
-      checkpoint, experiment.checkpoint_dir(workdir), max_to_keep=config.train.max_checkpoints,
-      step_counter=step)
+    checkpoint,
+    experiment.checkpoint_dir(workdir),
+    max_to_keep=config.train.max_checkpoints,
+    step_counter=step,
+  )
   if manager.restore_or_initialize():
     logging.info("Resumed from %s at step %d", manager.latest_checkpoint, int(step))
 
   stream = pipeline.TrainStream(
-      train_split, tokens, config.train.batch_size, config.seed,
-      length_multiple=config.data.bucket_length_multiple,
-      curriculum_steps=config.train.get("curriculum_steps", 0),
-      curriculum_min_words=config.train.get("curriculum_min_words", 0),
-      curriculum_max_words=config.train.get("curriculum_max_words", 0),
-      curriculum_min_objects=config.train.get("curriculum_min_objects", 0),
-      curriculum_max_objects=config.train.get("curriculum_max_objects", 0))
+    train_split,
+    tokens,
+    config.train.batch_size,
+    config.seed,
+    length_multiple=config.data.bucket_length_multiple,
+    curriculum_steps=config.train.get("curriculum_steps", 0),
+    curriculum_min_words=config.train.get("curriculum_min_words", 0),
+    curriculum_max_words=config.train.get("curriculum_max_words", 0),
+    curriculum_min_objects=config.train.get("curriculum_min_objects", 0),
+    curriculum_max_objects=config.train.get("curriculum_max_objects", 0),
+  )
   batches = iter(strategy.experimental_distribute_dataset(stream.dataset(int(step))))
   train_step = make_train_step(model, optimizer, config, strategy, tokenizer.pad_id)
   evals = _create_evaluators(config, tokenizer, val_split)
@@ -168,20 +194,21 @@ def train_and_evaluate(config, workdir):
         means = {k: float(np.mean([h[k] for h in history])) for k in history[0]}
         if not np.isfinite(means["loss"]):
           raise FloatingPointError(
-              f"Training loss is {means['loss']} at step {current}; stopping without saving. "
-              f"The last good checkpoint is {manager.latest_checkpoint}. Try a lower "
-              "config.train.learning_rate or config.train.grad_clip_norm.")
+            f"Training loss is {means['loss']} at step {current}; stopping without saving. "
+            f"The last good checkpoint is {manager.latest_checkpoint}. Try a lower "
+            "config.train.learning_rate or config.train.grad_clip_norm."
+          )
         elapsed = time.time() - last_time
         means["perplexity"] = float(np.exp(min(means["cross_entropy"], 50.0)))
         means["learning_rate"] = float(optimizer.learning_rate)
         means["steps_per_sec"] = (current - last_step) / elapsed
         means["examples_per_sec"] = means["steps_per_sec"] * config.train.batch_size
         summaries.write_scalars(train_writer, current, means, "train")
-        logging.info("step %d: %s", current,
-                     ", ".join(f"{k}={v:.4g}" for k, v in sorted(means.items())))
+        logging.info(
+          "step %d: %s", current, ", ".join(f"{k}={v:.4g}" for k, v in sorted(means.items()))
+        )
         history, last_time, last_step = [], time.time(), current
-      if evals and (current % config.train.eval_every == 0 or
-                    current == config.train.num_steps):
+      if evals and (current % config.train.eval_every == 0 or current == config.train.num_steps):
         last_eval = _evaluate(current, model, config, val_split, evals, eval_writer)
         last_time = time.time()  # evaluation time does not count against steps/sec
       if current % config.train.checkpoint_every == 0:
@@ -190,8 +217,7 @@ def train_and_evaluate(config, workdir):
     logging.warning("Interrupted: saving a checkpoint at step %d before exiting.", int(step))
     manager.save(checkpoint_number=int(step), check_interval=False)
     raise
-  if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(
-      f"-{int(step)}"):
+  if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{int(step)}"):
     manager.save(checkpoint_number=int(step), check_interval=False)
   model.save(os.path.join(workdir, "model.keras"))
   train_writer.flush()

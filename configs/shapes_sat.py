@@ -1,6 +1,6 @@
 """Show-Attend-Tell on the embedded `shapes` dataset: the default experiment.
 
-    python scripts/train.py --config=configs/shapes_sat.py --workdir=workdirs/shapes_sat
+python scripts/train.py --config=configs/shapes_sat.py --workdir=workdirs/shapes_sat
 """
 
 import ml_collections
@@ -31,8 +31,7 @@ def get_config(arg=None):
   config.data.num_compositional = 1000
   config.data.min_objects = 1
   config.data.max_objects = 3
-  config.data.held_out_pairs = (("red", "triangle"), ("green", "circle"),
-                                ("blue", "square"))
+  config.data.held_out_pairs = (("red", "triangle"), ("green", "circle"), ("blue", "square"))
 
   config.model = ml_collections.ConfigDict()
   config.model.encoder = "small_cnn"

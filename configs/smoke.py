@@ -1,6 +1,6 @@
 """A tiny configuration for tests and quick checks: trains in about a minute on 2 CPU cores.
 
-    python scripts/train.py --config=configs/smoke.py --workdir=/tmp/smoke
+python scripts/train.py --config=configs/smoke.py --workdir=/tmp/smoke
 """
 
 import importlib.util

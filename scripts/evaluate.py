@@ -12,24 +12,36 @@ from captioning import evaluate
 from captioning.data import datasets
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
-_SPLIT = flags.DEFINE_enum("split", "test", list(datasets.SPLITS),
-                           "Which split to caption and score.")
+_SPLIT = flags.DEFINE_enum(
+  "split", "test", list(datasets.SPLITS), "Which split to caption and score."
+)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint path; the latest if unset.")
-_NUM_EXAMPLES = flags.DEFINE_integer("num_examples", None, "Score only the first N images.",
-                                     lower_bound=1)
-_DECODE_METHOD = flags.DEFINE_enum("decode_method", None, list(decoding.METHODS),
-                                   "Decode this way instead of the workdir's config.decode.")
-_BEAM_SIZE = flags.DEFINE_integer("beam_size", None, "Beam size instead of the workdir's.",
-                                  lower_bound=1)
+_NUM_EXAMPLES = flags.DEFINE_integer(
+  "num_examples", None, "Score only the first N images.", lower_bound=1
+)
+_DECODE_METHOD = flags.DEFINE_enum(
+  "decode_method",
+  None,
+  list(decoding.METHODS),
+  "Decode this way instead of the workdir's config.decode.",
+)
+_BEAM_SIZE = flags.DEFINE_integer(
+  "beam_size", None, "Beam size instead of the workdir's.", lower_bound=1
+)
 flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  evaluate.evaluate_workdir(_WORKDIR.value, _SPLIT.value, checkpoint=_CHECKPOINT.value,
-                            num_examples=_NUM_EXAMPLES.value,
-                            decode_method=_DECODE_METHOD.value, beam_size=_BEAM_SIZE.value)
+  evaluate.evaluate_workdir(
+    _WORKDIR.value,
+    _SPLIT.value,
+    checkpoint=_CHECKPOINT.value,
+    num_examples=_NUM_EXAMPLES.value,
+    decode_method=_DECODE_METHOD.value,
+    beam_size=_BEAM_SIZE.value,
+  )
 
 
 if __name__ == "__main__":

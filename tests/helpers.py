@@ -41,5 +41,4 @@ def read_scalars(logdir):
 
 def read_tags(logdir):
   """{tag: plugin name} of everything written to `logdir`."""
-  return {value.tag: value.metadata.plugin_data.plugin_name
-          for _, value in _summary_values(logdir)}
+  return {value.tag: value.metadata.plugin_data.plugin_name for _, value in _summary_values(logdir)}

@@ -13,8 +13,14 @@ END, PAD, START = 2, 0, 1
 
 def model_that_says(words_then_end, vocab=12):
   """A captioner whose output bias forces a fixed word sequence regardless of the image."""
-  model = captioner.Captioner(vocab_size=vocab, encoder_widths=(4,), encoder_strides=(2,), embed_dim=8, hidden_dim=8,
-                              attention_dim=4)
+  model = captioner.Captioner(
+    vocab_size=vocab,
+    encoder_widths=(4,),
+    encoder_strides=(2,),
+    embed_dim=8,
+    hidden_dim=8,
+    attention_dim=4,
+  )
   model.build({"image": (None, 32, 32, 3), "tokens": (None, None)})
   # Zero every logit weight and make the bias depend on the previous word via the embedding:
   # simplest is a bias favouring one word, so greedy repeats it.
@@ -53,8 +59,14 @@ def test_caption_that_ends_stops_and_pads():
 
 
 def test_greedy_matches_step_by_step_argmax():
-  model = captioner.Captioner(vocab_size=15, encoder_widths=(8,), encoder_strides=(2,), embed_dim=8, hidden_dim=16,
-                              attention_dim=8)
+  model = captioner.Captioner(
+    vocab_size=15,
+    encoder_widths=(8,),
+    encoder_strides=(2,),
+    embed_dim=8,
+    hidden_dim=16,
+    attention_dim=8,
+  )
   model.build({"image": (None, 32, 32, 3), "tokens": (None, None)})
   images = np.random.RandomState(1).randint(0, 255, (4, 32, 32, 3)).astype("uint8")
   out = decoding.GreedyDecoder(model, max_length=5, start_id=START, end_id=END)(images)
@@ -72,9 +84,15 @@ def test_greedy_matches_step_by_step_argmax():
 def random_model(seed=3):
   """A random captioner (with coverage state) whose captions end at varied lengths."""
   tf.keras.utils.set_random_seed(seed)
-  model = captioner.Captioner(vocab_size=15, encoder_widths=(8,), encoder_strides=(2,),
-                              embed_dim=8, hidden_dim=16, attention_dim=8,
-                              attention_coverage=True)
+  model = captioner.Captioner(
+    vocab_size=15,
+    encoder_widths=(8,),
+    encoder_strides=(2,),
+    embed_dim=8,
+    hidden_dim=16,
+    attention_dim=8,
+    attention_coverage=True,
+  )
   model.build({"image": (None, 32, 32, 3), "tokens": (None, None)})
   model.decoder.logits.kernel.assign(model.decoder.logits.kernel * 8.0)  # sharper choices
   bias = np.zeros(15, np.float32)
@@ -102,20 +120,21 @@ def test_beam_scores_are_the_captions_log_probabilities():
   greedy = decoding.GreedyDecoder(model, max_length=8, start_id=START, end_id=END)(images)
   assert greedy["finished"].numpy().all()
   for beam_size in (1, 3):
-    beam = decoding.BeamSearchDecoder(model, max_length=8, start_id=START, end_id=END,
-                                      beam_size=beam_size)(images)
+    beam = decoding.BeamSearchDecoder(
+      model, max_length=8, start_id=START, end_id=END, beam_size=beam_size
+    )(images)
     tokens = beam["tokens"].numpy()
     # The reported score is the model's own probability of the returned caption, so the
     # beams' LSTM and coverage states were reordered along with their words.
-    np.testing.assert_allclose(beam["log_prob"].numpy(),
-                               teacher_forced_log_prob(model, images, tokens), atol=1e-3)
+    np.testing.assert_allclose(
+      beam["log_prob"].numpy(), teacher_forced_log_prob(model, images, tokens), atol=1e-3
+    )
     # Greedy's caption is among the hypotheses a beam considers.
     assert np.all(beam["log_prob"].numpy() >= greedy["log_prob"].numpy() - 1e-4)
     assert beam["finished"].numpy().all()
     # One attention distribution per emitted token, zeros after <end>.
     emitted = (np.cumsum(tokens == END, axis=1) - (tokens == END)) == 0
-    np.testing.assert_allclose(beam["attention"].numpy().sum(-1), emitted.astype(float),
-                               atol=1e-5)
+    np.testing.assert_allclose(beam["attention"].numpy().sum(-1), emitted.astype(float), atol=1e-5)
 
 
 class MarkovCaptioner:
@@ -151,8 +170,9 @@ def test_beam_search_escapes_the_greedy_garden_path():
   model = MarkovCaptioner(np.log(probs / probs.sum(1, keepdims=True)))
   images = np.zeros([2, 8, 8, 3], np.uint8)
   greedy = decoding.GreedyDecoder(model, max_length=3, start_id=START, end_id=END)(images)
-  beam = decoding.BeamSearchDecoder(model, max_length=3, start_id=START, end_id=END,
-                                    beam_size=2)(images)
+  beam = decoding.BeamSearchDecoder(model, max_length=3, start_id=START, end_id=END, beam_size=2)(
+    images
+  )
   assert greedy["tokens"].numpy()[0, 0] == 4
   np.testing.assert_array_equal(beam["tokens"].numpy(), [[5, END, PAD, PAD]] * 2)
   np.testing.assert_allclose(beam["log_prob"].numpy(), np.log(0.4 * 0.95), rtol=1e-4)
@@ -161,16 +181,18 @@ def test_beam_search_escapes_the_greedy_garden_path():
 
 def test_beam_caption_that_never_ends_is_reported_unfinished():
   model = model_that_says(5)
-  out = decoding.BeamSearchDecoder(model, max_length=4, start_id=START, end_id=END,
-                                   beam_size=3)(np.zeros([2, 32, 32, 3], np.uint8))
+  out = decoding.BeamSearchDecoder(model, max_length=4, start_id=START, end_id=END, beam_size=3)(
+    np.zeros([2, 32, 32, 3], np.uint8)
+  )
   np.testing.assert_array_equal(out["tokens"].numpy(), [[5, 5, 5, 5, PAD]] * 2)
   assert not out["finished"].numpy().any()
 
 
 def test_beam_caption_that_ends_stops_and_pads():
   model = model_that_says(END)
-  out = decoding.BeamSearchDecoder(model, max_length=4, start_id=START, end_id=END,
-                                   beam_size=3)(np.zeros([2, 32, 32, 3], np.uint8))
+  out = decoding.BeamSearchDecoder(model, max_length=4, start_id=START, end_id=END, beam_size=3)(
+    np.zeros([2, 32, 32, 3], np.uint8)
+  )
   np.testing.assert_array_equal(out["tokens"].numpy(), [[END, PAD, PAD, PAD, PAD]] * 2)
   assert out["finished"].numpy().all()
 
@@ -186,7 +208,7 @@ def test_build_decoder_by_name_and_bad_beams():
   config.method = "greedy"
   assert isinstance(decoding.build_decoder(config, model, Ids()), decoding.GreedyDecoder)
   config.method = "nucleus"
-  with pytest.raises(ValueError, match="decode.method"):
+  with pytest.raises(ValueError, match=r"decode\.method"):
     decoding.build_decoder(config, model, Ids())
   with pytest.raises(ValueError, match="beam_size"):
     decoding.BeamSearchDecoder(model, 4, START, END, beam_size=0)

@@ -32,8 +32,13 @@ print(json.dumps({"replicas": strategy.num_replicas_in_sync, **metrics}))
 
 def test_mirrored_strategy_on_two_cpu_devices(tmp_path):
   tests_dir = os.path.dirname(os.path.abspath(__file__))
-  result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "w"), tests_dir],
-                          cwd=helpers.ROOT, capture_output=True, text=True, timeout=600)
+  result = subprocess.run(
+    [sys.executable, "-c", SCRIPT, str(tmp_path / "w"), tests_dir],
+    cwd=helpers.ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   out = json.loads(result.stdout.strip().splitlines()[-1])
   assert out["replicas"] == 2

@@ -49,8 +49,7 @@ def test_evaluation_writes_coco_results_and_metrics(trained):
   with open(os.path.join(workdir, "eval", "test", "metrics.json")) as f:
     metrics = json.load(f)
   assert len(captions) == report["num_images"] == 200
-  assert all(set(c) == {"image_id", "caption"} and isinstance(c["image_id"], int)
-             for c in captions)
+  assert all(set(c) == {"image_id", "caption"} and isinstance(c["image_id"], int) for c in captions)
   assert len({c["image_id"] for c in captions}) == len(captions)
   for key in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr", "fact_accuracy"):
     assert 0.0 <= metrics[key] <= 10.0, key
@@ -66,8 +65,14 @@ def test_evaluation_writes_coco_results_and_metrics(trained):
 def test_tensorboard_has_what_a_researcher_looks_at(trained):
   workdir, _, _ = trained
   train_tags = helpers.read_tags(os.path.join(workdir, "tensorboard", "train"))
-  for tag in ("train/loss", "train/perplexity", "train/learning_rate", "train/grad_norm",
-              "train/steps_per_sec", "train/examples_per_sec"):
+  for tag in (
+    "train/loss",
+    "train/perplexity",
+    "train/learning_rate",
+    "train/grad_norm",
+    "train/steps_per_sec",
+    "train/examples_per_sec",
+  ):
     assert train_tags.get(tag) == "scalars", tag
   assert train_tags.get("config") == "text"
   eval_tags = helpers.read_tags(os.path.join(workdir, "tensorboard", "eval"))
@@ -83,9 +88,19 @@ def test_tensorboard_has_what_a_researcher_looks_at(trained):
 
 def test_evaluate_script_on_the_compositional_split(trained):
   workdir, _, _ = trained
-  subprocess.run([sys.executable, os.path.join(helpers.ROOT, "scripts", "evaluate.py"),
-                  f"--workdir={workdir}", "--split=compositional", "--num_examples=40"],
-                 check=True, cwd=helpers.ROOT, capture_output=True, timeout=300)
+  subprocess.run(
+    [
+      sys.executable,
+      os.path.join(helpers.ROOT, "scripts", "evaluate.py"),
+      f"--workdir={workdir}",
+      "--split=compositional",
+      "--num_examples=40",
+    ],
+    check=True,
+    cwd=helpers.ROOT,
+    capture_output=True,
+    timeout=300,
+  )
   with open(os.path.join(workdir, "eval", "compositional", "metrics.json")) as f:
     metrics = json.load(f)
   assert metrics["num_images"] == 40 and "fact_accuracy" in metrics
@@ -107,10 +122,13 @@ def test_evaluate_with_another_decoding_keeps_the_default_results(trained):
 def test_saved_model_file_loads_and_captions(trained):
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   from captioning import experiment  # pylint: disable=g-import-not-at-top
+
   workdir, _, _ = trained
   model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
   _, _, restored, _ = experiment.restore(workdir)
   batch = {"image": np.zeros([2, 32, 32, 3], np.uint8), "tokens": np.ones([2, 5], np.int32)}
-  np.testing.assert_allclose(model(batch)["logits"].numpy(),
-                             restored(batch)["logits"].numpy(), atol=1e-5)
+  np.testing.assert_allclose(
+    model(batch)["logits"].numpy(), restored(batch)["logits"].numpy(), atol=1e-5
+  )

@@ -20,7 +20,8 @@ def test_masked_cross_entropy_ignores_padding():
   noisy[0, 3] += 100.0
   noisy[1, 1:] -= 50.0
   assert float(losses.masked_cross_entropy(targets, tf.constant(noisy), mask)[0]) == (
-      pytest.approx(expected, rel=1e-5))
+    pytest.approx(expected, rel=1e-5)
+  )
 
 
 def test_label_smoothing_matches_its_definition():
@@ -41,7 +42,8 @@ def test_doubly_stochastic_penalty():
   # Staring at one location: (1-4)^2 there, (1-0)^2 at the other three, averaged over L.
   stare = tf.one_hot([[0, 0, 0, 0]], 4)
   assert float(losses.doubly_stochastic_penalty(stare, tf.ones([1, 4], tf.bool))) == (
-      pytest.approx((9 + 3) / 4))
+    pytest.approx((9 + 3) / 4)
+  )
   # Padding steps do not count.
   mask = tf.constant([[True, True, False, False]])
   assert float(losses.doubly_stochastic_penalty(stare, mask)) == pytest.approx((1 + 3) / 4)

@@ -24,8 +24,15 @@ def _allocator(env_value):
   if env_value is not None:
     env["TF_CPU_ALLOCATOR_USE_BFC"] = env_value
   env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-  result = subprocess.run([sys.executable, "-c", _PROBE], cwd=helpers.ROOT, env=env,
-                          capture_output=True, text=True, timeout=300, check=True)
+  result = subprocess.run(
+    [sys.executable, "-c", _PROBE],
+    cwd=helpers.ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=True,
+  )
   return result.stdout.split()[-1]
 
 
@@ -39,7 +46,7 @@ def test_an_explicit_setting_is_respected():
 
 
 def test_the_test_suite_itself_runs_with_it():
-  import captioning  # pylint: disable=unused-import,import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
   tf.matmul(tf.ones([8, 8]), tf.ones([8, 8]))
   assert tf.config.experimental.get_memory_info("CPU:0")["peak"] > 0

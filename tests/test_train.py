@@ -13,12 +13,21 @@ from captioning import experiment
 from captioning import train
 import helpers
 
-TINY = {"train.num_steps": 40, "train.log_every": 5, "train.checkpoint_every": 20,
-        "train.eval_every": 1000, "data.num_train": 600, "data.num_val": 20,
-        "data.num_test": 20, "data.num_compositional": 20, "eval.num_examples": 20,
-        "eval.evaluators": ("perplexity",), "train.warmup_steps": 5,
-        "model.doubly_stochastic_weight": 1.0,
-        "data.bucket_length_multiple": 0}  # one batch shape: one trace of the train step
+TINY = {
+  "train.num_steps": 40,
+  "train.log_every": 5,
+  "train.checkpoint_every": 20,
+  "train.eval_every": 1000,
+  "data.num_train": 600,
+  "data.num_val": 20,
+  "data.num_test": 20,
+  "data.num_compositional": 20,
+  "eval.num_examples": 20,
+  "eval.evaluators": ("perplexity",),
+  "train.warmup_steps": 5,
+  "model.doubly_stochastic_weight": 1.0,
+  "data.bucket_length_multiple": 0,
+}  # one batch shape: one trace of the train step
 
 
 def interrupt_after(monkeypatch, num_calls):
@@ -71,13 +80,15 @@ def test_workdir_with_another_model_is_not_overwritten(tmp_path):
   train.train_and_evaluate(helpers.load_config(**dict(TINY, **{"train.num_steps": 5})), workdir)
   before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
   other = helpers.load_config(**dict(TINY, **{"model.hidden_dim": 32}))
-  with pytest.raises(ValueError, match="model.hidden_dim"):
+  with pytest.raises(ValueError, match=r"model\.hidden_dim"):
     train.train_and_evaluate(other, workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
   assert experiment.load_config(workdir).model.hidden_dim != 32
 
 
-@pytest.mark.parametrize("key,value,message", [
+@pytest.mark.parametrize(
+  "key,value,message",
+  [
     ("train.batch_size", 0, "train.batch_size"),
     ("train.learning_rate", -1.0, "train.learning_rate"),
     ("train.strategy", "tpuv9", "train.strategy"),
@@ -90,7 +101,8 @@ def test_workdir_with_another_model_is_not_overwritten(tmp_path):
     ("train.curriculum_steps", -5, "train.curriculum_steps"),
     ("train.curriculum_max_objects", -1, "train.curriculum_max_objects"),
     ("decode.beam_size", 0, "decode.beam_size"),
-])
+  ],
+)
 def test_bad_config_values_fail_early_with_the_key_named(tmp_path, key, value, message):
   config = helpers.load_config(**TINY)
   config[key.split(".")[0]][key.split(".")[1]] = value
@@ -106,9 +118,14 @@ def test_config_typos_fail_loudly():
 
 
 def test_learning_rate_schedule_warms_up_then_decays():
-  config = helpers.load_config(**{"train.num_steps": 100, "train.warmup_steps": 10,
-                                  "train.learning_rate": 1.0,
-                                  "train.end_learning_rate_factor": 0.1})
+  config = helpers.load_config(
+    **{
+      "train.num_steps": 100,
+      "train.warmup_steps": 10,
+      "train.learning_rate": 1.0,
+      "train.end_learning_rate_factor": 0.1,
+    }
+  )
   schedule = experiment.learning_rate_schedule(config.train)
   values = np.array([float(schedule(s)) for s in range(0, 101, 5)])
   assert values[0] == 0.0 and values[2] == pytest.approx(1.0)
@@ -116,8 +133,9 @@ def test_learning_rate_schedule_warms_up_then_decays():
 
 
 def test_mixed_bfloat16_trains_a_step(tmp_path):
-  config = helpers.load_config(**dict(TINY, **{"train.num_steps": 2,
-                                               "train.mixed_precision": "mixed_bfloat16"}))
+  config = helpers.load_config(
+    **dict(TINY, **{"train.num_steps": 2, "train.mixed_precision": "mixed_bfloat16"})
+  )
   train.train_and_evaluate(config, str(tmp_path / "w"))
   scalars = helpers.read_scalars(str(tmp_path / "w" / "tensorboard" / "train"))
   assert np.isfinite(scalars["train/loss"][2])

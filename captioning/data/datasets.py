@@ -5,7 +5,7 @@ not care where the images came from.
 """
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -25,11 +25,12 @@ class CaptionSplit:
     captions: N lists of reference captions.
     scenes: per-image ground truth for fact checking (`shapes` only), else None.
   """
+
   name: str
   images: np.ndarray
   image_ids: np.ndarray
   captions: list
-  scenes: Optional[list] = None
+  scenes: list | None = None
 
   def __len__(self):
     return len(self.image_ids)
@@ -47,19 +48,37 @@ class CaptionSplit:
     """The first `n` images of the split (all of them when n is None or too large)."""
     n = len(self) if n is None else min(int(n), len(self))
     return dataclasses.replace(
-        self, images=self.images[:n], image_ids=self.image_ids[:n], captions=self.captions[:n],
-        scenes=None if self.scenes is None else self.scenes[:n])
+      self,
+      images=self.images[:n],
+      image_ids=self.image_ids[:n],
+      captions=self.captions[:n],
+      scenes=None if self.scenes is None else self.scenes[:n],
+    )
 
 
 def _load_shapes(data_config, split, seed):
-  sizes = {"train": data_config.num_train, "val": data_config.num_val,
-           "test": data_config.num_test, "compositional": data_config.num_compositional}
+  sizes = {
+    "train": data_config.num_train,
+    "val": data_config.num_val,
+    "test": data_config.num_test,
+    "compositional": data_config.num_compositional,
+  }
   generated = shapes.generate_split(
-      split, sizes[split], seed=seed, image_size=data_config.image_size,
-      min_objects=data_config.min_objects, max_objects=data_config.max_objects,
-      held_out_pairs=tuple(tuple(p) for p in data_config.held_out_pairs))
-  return CaptionSplit(split, generated.images, generated.image_ids.astype(np.int64),
-                      generated.captions, list(generated.scenes))
+    split,
+    sizes[split],
+    seed=seed,
+    image_size=data_config.image_size,
+    min_objects=data_config.min_objects,
+    max_objects=data_config.max_objects,
+    held_out_pairs=tuple(tuple(p) for p in data_config.held_out_pairs),
+  )
+  return CaptionSplit(
+    split,
+    generated.images,
+    generated.image_ids.astype(np.int64),
+    generated.captions,
+    list(generated.scenes),
+  )
 
 
 _LOADERS = {"shapes": _load_shapes}

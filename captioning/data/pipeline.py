@@ -70,9 +70,20 @@ class TrainStream:
     curriculum_max_objects: the most objects of a curriculum scene; 0 ignores object counts.
   """
 
-  def __init__(self, split, tokens, batch_size, seed, length_multiple=8, bucket_window=32,
-               curriculum_steps=0, curriculum_min_words=0, curriculum_max_words=0,
-               curriculum_min_objects=0, curriculum_max_objects=0):
+  def __init__(
+    self,
+    split,
+    tokens,
+    batch_size,
+    seed,
+    length_multiple=8,
+    bucket_window=32,
+    curriculum_steps=0,
+    curriculum_min_words=0,
+    curriculum_max_words=0,
+    curriculum_min_objects=0,
+    curriculum_max_objects=0,
+  ):
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     self.images = split.images
@@ -94,17 +105,20 @@ class TrainStream:
       wanted = f"{curriculum_min_words} to {curriculum_max_words} words"
       if curriculum_max_objects:
         if split.scenes is None:
-          raise ValueError(f"train.curriculum_max_objects needs a dataset with scenes (shapes); "
-                           f"split {split.name!r} has none")
+          raise ValueError(
+            f"train.curriculum_max_objects needs a dataset with scenes (shapes); "
+            f"split {split.name!r} has none"
+          )
         objects = np.repeat([len(scene) for scene in split.scenes], tokens.shape[1])
         chosen &= (objects >= curriculum_min_objects) & (objects <= curriculum_max_objects)
         wanted += f" and {curriculum_min_objects} to {curriculum_max_objects} objects"
       chosen = np.flatnonzero(chosen)
       if len(chosen) < batch_size:
         raise ValueError(
-            f"Only {len(chosen)} training captions have {wanted} (train.curriculum_min_words, "
-            f"curriculum_max_words, curriculum_min_objects, curriculum_max_objects), fewer "
-            f"than one batch of {batch_size}")
+          f"Only {len(chosen)} training captions have {wanted} (train.curriculum_min_words, "
+          f"curriculum_max_words, curriculum_min_objects, curriculum_max_objects), fewer "
+          f"than one batch of {batch_size}"
+        )
       self._stage_pairs.insert(0, chosen)
     if self.num_pairs < batch_size:
       raise ValueError(f"batch_size {batch_size} exceeds the {self.num_pairs} training pairs")
@@ -119,13 +133,13 @@ class TrainStream:
       last = stage == len(self._stage_pairs) - 1
       rng = np.random.default_rng([self.seed, epoch] if last else [self.seed, epoch, stage, 1])
       num_batches = len(pairs) // self.batch_size
-      order = pairs[rng.permutation(len(pairs))[:num_batches * self.batch_size]]
+      order = pairs[rng.permutation(len(pairs))[: num_batches * self.batch_size]]
       if self.length_multiple:
         window = self.bucket_window * self.batch_size
         for start in range(0, len(order), window):
-          chunk = order[start:start + window]
+          chunk = order[start : start + window]
           buckets = -(-self.lengths[chunk] // self.length_multiple)
-          order[start:start + window] = chunk[np.argsort(buckets, kind="stable")]
+          order[start : start + window] = chunk[np.argsort(buckets, kind="stable")]
       plan = order.reshape(num_batches, self.batch_size)
       self._plan, self._plan_key = plan[rng.permutation(num_batches)], (stage, epoch)
     return self._plan
@@ -144,16 +158,19 @@ class TrainStream:
       longest = int(self.lengths[pairs].max())
       keep = min(-(-longest // self.length_multiple) * self.length_multiple, tokens.shape[1])
       tokens = tokens[:, :keep]
-    return {"image": self.images[image_index], "tokens": tokens,
-            "image_id": self.image_ids[image_index]}
+    return {
+      "image": self.images[image_index],
+      "tokens": tokens,
+      "image_id": self.image_ids[image_index],
+    }
 
   def dataset(self, start_step=0):
     """An infinite tf.data.Dataset of batches from `start_step` on, prefetched."""
     image_shape = (self.batch_size,) + self.images.shape[1:]
     signature = {
-        "image": tf.TensorSpec(image_shape, tf.uint8),
-        "tokens": tf.TensorSpec((self.batch_size, None), tf.int32),
-        "image_id": tf.TensorSpec((self.batch_size,), tf.int64),
+      "image": tf.TensorSpec(image_shape, tf.uint8),
+      "tokens": tf.TensorSpec((self.batch_size, None), tf.int32),
+      "image_id": tf.TensorSpec((self.batch_size,), tf.int64),
     }
 
     def generate():
@@ -169,8 +186,11 @@ def image_batches(split, batch_size):
   """Yields {"image", "image_id", "index"} numpy batches over a split, in order, once."""
   for start in range(0, len(split), batch_size):
     stop = min(start + batch_size, len(split))
-    yield {"image": split.images[start:stop], "image_id": split.image_ids[start:stop],
-           "index": np.arange(start, stop)}
+    yield {
+      "image": split.images[start:stop],
+      "image_id": split.image_ids[start:stop],
+      "index": np.arange(start, stop),
+    }
 
 
 def caption_batches(split, tokens, batch_size):
@@ -180,5 +200,7 @@ def caption_batches(split, tokens, batch_size):
   caption_index = np.tile(np.arange(k), n)
   for start in range(0, n * k, batch_size):
     sel = slice(start, start + batch_size)
-    yield {"image": split.images[image_index[sel]],
-           "tokens": tokens[image_index[sel], caption_index[sel]]}
+    yield {
+      "image": split.images[image_index[sel]],
+      "tokens": tokens[image_index[sel], caption_index[sel]],
+    }

@@ -15,10 +15,10 @@ scenes that contain at least one held-out (colour, shape) pair, which the other
 splits never contain.
 """
 
+from collections.abc import Iterable, Sequence
 import dataclasses
 import hashlib
 import itertools
-from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -29,18 +29,23 @@ RELATIONS = ("left", "right", "above", "below")
 SPLITS = ("train", "val", "test", "compositional")
 
 # Far apart in RGB so that a nearest-colour lookup can never confuse two.
-COLOR_RGB = (("red", (220, 40, 40)), ("green", (40, 200, 60)), ("blue", (50, 90, 230)),
-             ("yellow", (235, 220, 50)), ("purple", (160, 60, 200)))
+COLOR_RGB = (
+  ("red", (220, 40, 40)),
+  ("green", (40, 200, 60)),
+  ("blue", (50, 90, 230)),
+  ("yellow", (235, 220, 50)),
+  ("purple", (160, 60, 200)),
+)
 
 # Side of an object's bounding square as a fraction of a grid cell.
 SIZE_FRACTION = (("small", 0.45), ("large", 0.85))
 
 # Surface forms of each relation; captions and the fact checker share them.
 RELATION_PHRASES = (
-    ("left", ("to the left of", "left of")),
-    ("right", ("to the right of", "right of")),
-    ("above", ("above", "over")),
-    ("below", ("below", "under")),
+  ("left", ("to the left of", "left of")),
+  ("right", ("to the right of", "right of")),
+  ("above", ("above", "over")),
+  ("below", ("below", "under")),
 )
 
 DEFAULT_HELD_OUT = (("red", "triangle"), ("green", "circle"), ("blue", "square"))
@@ -59,23 +64,38 @@ _MAX_REJECTIONS = 100_000
 # Templates use {A}, {B}, {C} for "size colour shape" words; each is paired
 # with the (subject, reference) roles whose true relation phrase it needs,
 # filled in as {AB}, {CB}, ...
-_TEMPLATES_1 = tuple((t, ()) for t in (
-    "a {A}", "there is a {A}", "a picture of a {A}", "a {A} on a black background",
-    "an image with a {A}", "there is a {A} on a black background",
-    "an image with a {A} on a black background"))
-_TEMPLATES_2 = tuple((t, ("AB",)) for t in (
-    "a {A} {AB} a {B}", "there is a {A} {AB} a {B}", "a {A} is {AB} a {B}",
-    "a picture of a {A} {AB} a {B}", "an image with a {A} {AB} a {B}",
+_TEMPLATES_1 = tuple(
+  (t, ())
+  for t in (
+    "a {A}",
+    "there is a {A}",
+    "a picture of a {A}",
+    "a {A} on a black background",
+    "an image with a {A}",
+    "there is a {A} on a black background",
+    "an image with a {A} on a black background",
+  )
+)
+_TEMPLATES_2 = tuple(
+  (t, ("AB",))
+  for t in (
+    "a {A} {AB} a {B}",
+    "there is a {A} {AB} a {B}",
+    "a {A} is {AB} a {B}",
+    "a picture of a {A} {AB} a {B}",
+    "an image with a {A} {AB} a {B}",
     "a {A} {AB} a {B} on a black background",
-    "there is a {A} and a {B} , the {A} is {AB} the {B}"))
+    "there is a {A} and a {B} , the {A} is {AB} the {B}",
+  )
+)
 _TEMPLATES_3 = (
-    ("a {A} {AB} a {B} and a {C} {CB} the {B}", ("AB", "CB")),
-    ("a {A} {AB} a {B} which is {BC} a {C}", ("AB", "BC")),
-    ("there is a {A} {AB} a {B} , and a {C} is {CB} the {B}", ("AB", "CB")),
-    ("there is a {A} {AB} a {B} and a {C} {CA} the {A}", ("AB", "CA")),
-    ("a {A} is {AB} a {B} and the {B} is {BC} a {C}", ("AB", "BC")),
-    ("a picture of a {A} {AB} a {B} which is {BC} a {C}", ("AB", "BC")),
-    ("a {A} {AB} a {B} , and a {C} {CA} the {A}", ("AB", "CA")),
+  ("a {A} {AB} a {B} and a {C} {CB} the {B}", ("AB", "CB")),
+  ("a {A} {AB} a {B} which is {BC} a {C}", ("AB", "BC")),
+  ("there is a {A} {AB} a {B} , and a {C} is {CB} the {B}", ("AB", "CB")),
+  ("there is a {A} {AB} a {B} and a {C} {CA} the {A}", ("AB", "CA")),
+  ("a {A} is {AB} a {B} and the {B} is {BC} a {C}", ("AB", "BC")),
+  ("a picture of a {A} {AB} a {B} which is {BC} a {C}", ("AB", "BC")),
+  ("a {A} {AB} a {B} , and a {C} {CA} the {A}", ("AB", "CA")),
 )
 _TEMPLATES = (_TEMPLATES_1, _TEMPLATES_2, _TEMPLATES_3)
 
@@ -173,12 +193,12 @@ class _Geometry:
     self.image_size = image_size
     bounds = [(k * image_size) // GRID for k in range(GRID + 1)]
     self.cell_start = tuple(bounds[:-1])
-    self.cell_width = tuple(b - a for a, b in zip(bounds[:-1], bounds[1:]))
+    self.cell_width = tuple(b - a for a, b in itertools.pairwise(bounds))
     min_cell = min(self.cell_width)
     cell = image_size / GRID
     self.side, self.jitter = {}, {}
     for size, frac in SIZE_FRACTION:
-      side = max(3, int(round(frac * cell)))
+      side = max(3, round(frac * cell))
       self.side[size] = side
       # Jitter stays inside the narrowest cell so objects never cross
       # into a neighbour cell, which keeps relations unambiguous.
@@ -190,7 +210,11 @@ class _Geometry:
         ys, xs = np.nonzero(mask)
         self.masks[shape, size] = mask
         self.mask_bounds[shape, size] = (
-            int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+          int(xs.min()),
+          int(ys.min()),
+          int(xs.max()) + 1,
+          int(ys.max()) + 1,
+        )
 
   def origin(self, size: str, row: int, col: int, jx: int, jy: int) -> tuple[int, int]:
     """Top-left pixel (x, y) of an object's bounding square."""
@@ -205,7 +229,7 @@ def _shape_mask(shape: str, side: int) -> np.ndarray:
   yy, xx = np.mgrid[0:side, 0:side].astype(np.float64) + 0.5
   centre = side / 2.0
   if shape == "circle":
-    return (xx - centre) ** 2 + (yy - centre) ** 2 <= centre ** 2
+    return (xx - centre) ** 2 + (yy - centre) ** 2 <= centre**2
   if shape == "square":
     return np.ones((side, side), dtype=bool)
   if shape == "triangle":
@@ -214,14 +238,19 @@ def _shape_mask(shape: str, side: int) -> np.ndarray:
   raise ValueError(f"Unknown shape {shape!r}.")
 
 
-def _validate(split, num_examples, image_size, min_objects, max_objects,
-              held_out_pairs, captions_per_image):
+def _validate(
+  split, num_examples, image_size, min_objects, max_objects, held_out_pairs, captions_per_image
+):
   """Checks the arguments of generate_split; returns held-out pairs as a tuple."""
   if split not in SPLITS:
     raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}.")
-  for name, value in (("num_examples", num_examples), ("image_size", image_size),
-                      ("min_objects", min_objects), ("max_objects", max_objects),
-                      ("captions_per_image", captions_per_image)):
+  for name, value in (
+    ("num_examples", num_examples),
+    ("image_size", image_size),
+    ("min_objects", min_objects),
+    ("max_objects", max_objects),
+    ("captions_per_image", captions_per_image),
+  ):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
       raise ValueError(f"{name} must be an integer, got {value!r}.")
   if not 1 <= num_examples < ID_STRIDE:
@@ -229,8 +258,9 @@ def _validate(split, num_examples, image_size, min_objects, max_objects,
   if image_size < 32:
     raise ValueError(f"image_size must be at least 32, got {image_size}.")
   if not 1 <= min_objects <= GRID or not 1 <= max_objects <= GRID:
-    raise ValueError(f"min_objects and max_objects must be in [1, {GRID}], got "
-                     f"{min_objects} and {max_objects}.")
+    raise ValueError(
+      f"min_objects and max_objects must be in [1, {GRID}], got {min_objects} and {max_objects}."
+    )
   if min_objects > max_objects:
     raise ValueError(f"min_objects ({min_objects}) exceeds max_objects ({max_objects}).")
   if captions_per_image < 1:
@@ -248,8 +278,10 @@ def _validate(split, num_examples, image_size, min_objects, max_objects,
       held.append((color, shape))
   num_allowed = len(COLORS) * len(SHAPES) - len(held)
   if num_allowed < max_objects:
-    raise ValueError(f"Held-out pairs leave {num_allowed} (colour, shape) pairs for "
-                     f"train/val/test, fewer than max_objects={max_objects}.")
+    raise ValueError(
+      f"Held-out pairs leave {num_allowed} (colour, shape) pairs for "
+      f"train/val/test, fewer than max_objects={max_objects}."
+    )
   if split == "compositional" and not held:
     raise ValueError("The compositional split needs at least one held-out pair.")
   return tuple(held)
@@ -276,10 +308,10 @@ class _Uniforms:
   def take(self, n: int) -> list[float]:
     """Returns n floats in [0, 1)."""
     if self.pos + n > len(self.values):
-      self.values = self.values[self.pos:] + self.rng.random(self.block + n).tolist()
+      self.values = self.values[self.pos :] + self.rng.random(self.block + n).tolist()
       self.pos = 0
     self.pos += n
-    return self.values[self.pos - n:self.pos]
+    return self.values[self.pos - n : self.pos]
 
   def permutation(self, n: int) -> list[int]:
     """Returns a random permutation of range(n)."""
@@ -293,7 +325,7 @@ def _distinct(n: int, vals: Sequence[float]) -> list[int]:
   for i, v in enumerate(vals):
     j = i + min(int(v * (n - i)), n - i - 1)
     pool[i], pool[j] = pool[j], pool[i]
-  return pool[:len(vals)]
+  return pool[: len(vals)]
 
 
 class _SceneSampler:
@@ -328,7 +360,7 @@ class _SceneSampler:
       pairs = [self.allowed[i] for i in _distinct(len(self.allowed), vals[:n])]
     # Sorted cells keep specs in (row, col) order; the pairs are already
     # in random order, so this loses no randomness.
-    cells = sorted(_distinct(GRID * GRID, vals[n:2 * n]))
+    cells = sorted(_distinct(GRID * GRID, vals[n : 2 * n]))
     scene = []
     for k, ((color, shape), cell) in enumerate(zip(pairs, cells)):
       size = SIZES[int(vals[2 * n + k] * len(SIZES))]
@@ -390,13 +422,11 @@ def _place(spec: tuple, geo: _Geometry) -> tuple[ShapeObject, ...]:
   for shape, color, size, row, col, jx, jy in sorted(spec, key=lambda o: o[3:5]):
     x, y = geo.origin(size, row, col, jx, jy)
     mx0, my0, mx1, my1 = geo.mask_bounds[shape, size]
-    objects.append(ShapeObject(shape, color, size, row, col,
-                               (x + mx0, y + my0, x + mx1, y + my1)))
+    objects.append(ShapeObject(shape, color, size, row, col, (x + mx0, y + my0, x + mx1, y + my1)))
   return tuple(objects)
 
 
-def _render(scenes: Sequence[tuple[ShapeObject, ...]], geo: _Geometry,
-            images: np.ndarray) -> None:
+def _render(scenes: Sequence[tuple[ShapeObject, ...]], geo: _Geometry, images: np.ndarray) -> None:
   """Draws all scenes into `images` at once, one fancy-index per mask."""
   rgb = dict(COLOR_RGB)
   size = geo.image_size
@@ -421,8 +451,9 @@ def mention_text(obj: ShapeObject) -> str:
   return f"{obj.size} {obj.color} {obj.shape}"
 
 
-def make_captions(scene: Sequence[ShapeObject], num_captions: int,
-                  rng: np.random.Generator | _Uniforms) -> list[str]:
+def make_captions(
+  scene: Sequence[ShapeObject], num_captions: int, rng: np.random.Generator | _Uniforms
+) -> list[str]:
   """Returns `num_captions` true captions of a scene from varied templates.
 
   Args:
@@ -436,8 +467,11 @@ def make_captions(scene: Sequence[ShapeObject], num_captions: int,
   # phrases of the true relations is a uniform pick of relation, then phrase.
   # Diagonal pairs have two true relations and either may be used.
   pair_phrases = {
-      (i, j): tuple(p for r in true_relations(a, b) for p in phrases_of[r])
-      for i, a in enumerate(scene) for j, b in enumerate(scene) if i != j}
+    (i, j): tuple(p for r in true_relations(a, b) for p in phrases_of[r])
+    for i, a in enumerate(scene)
+    for j, b in enumerate(scene)
+    if i != j
+  }
   names = [mention_text(obj) for obj in scene]
   templates = _TEMPLATES[len(scene) - 1]
   order = []
@@ -456,10 +490,17 @@ def make_captions(scene: Sequence[ShapeObject], num_captions: int,
   return captions
 
 
-def generate_split(split: str, num_examples: int, *, seed: int = 0, image_size: int = 64,
-                   min_objects: int = 1, max_objects: int = 3,
-                   held_out_pairs: Iterable[tuple[str, str]] = DEFAULT_HELD_OUT,
-                   captions_per_image: int = 5) -> ShapesSplit:
+def generate_split(
+  split: str,
+  num_examples: int,
+  *,
+  seed: int = 0,
+  image_size: int = 64,
+  min_objects: int = 1,
+  max_objects: int = 3,
+  held_out_pairs: Iterable[tuple[str, str]] = DEFAULT_HELD_OUT,
+  captions_per_image: int = 5,
+) -> ShapesSplit:
   """Generates one split of the shapes dataset, deterministically from `seed`.
 
   Args:
@@ -479,8 +520,9 @@ def generate_split(split: str, num_examples: int, *, seed: int = 0, image_size: 
   Raises:
     ValueError: If an argument is invalid.
   """
-  held_out = _validate(split, num_examples, image_size, min_objects, max_objects,
-                       held_out_pairs, captions_per_image)
+  held_out = _validate(
+    split, num_examples, image_size, min_objects, max_objects, held_out_pairs, captions_per_image
+  )
   split_index = SPLITS.index(split)
   rng = np.random.default_rng([seed, split_index])
   uniforms = _Uniforms(rng)

@@ -40,7 +40,7 @@ class Tokenizer:
   def __init__(self, vocabulary):
     """Creates a tokenizer from a word list that starts with the special tokens."""
     vocabulary = list(vocabulary)
-    if tuple(vocabulary[:len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+    if tuple(vocabulary[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
       raise ValueError(f"A vocabulary must start with {SPECIAL_TOKENS}, got {vocabulary[:4]}")
     if len(set(vocabulary)) != len(vocabulary):
       raise ValueError("The vocabulary has duplicate words.")
@@ -71,7 +71,7 @@ class Tokenizer:
     # Ties are broken alphabetically so the vocabulary does not depend on caption order.
     ranked = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
     ranked = [w for w in ranked if w not in SPECIAL_TOKENS]
-    return cls(list(SPECIAL_TOKENS) + ranked[:vocab_size - len(SPECIAL_TOKENS)])
+    return cls(list(SPECIAL_TOKENS) + ranked[: vocab_size - len(SPECIAL_TOKENS)])
 
   @property
   def vocab_size(self):
@@ -94,7 +94,7 @@ class Tokenizer:
     words = split_words(caption)[:max_length]
     ids = [self.start_id] + [self._ids.get(w, self.unk_id) for w in words] + [self.end_id]
     out = np.zeros([max_length + 2], np.int32)
-    out[:len(ids)] = ids
+    out[: len(ids)] = ids
     return out
 
   def encode_batch(self, captions, max_length):

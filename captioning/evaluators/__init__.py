@@ -8,17 +8,16 @@ without TensorFlow.
 import importlib
 
 _EVALUATORS = {
-    "captions": ("captioning.evaluators.captions", "CaptionEvaluator"),
-    "perplexity": ("captioning.evaluators.perplexity", "PerplexityEvaluator"),
-    "relations": ("captioning.evaluators.relations", "RelationEvaluator"),
+  "captions": ("captioning.evaluators.captions", "CaptionEvaluator"),
+  "perplexity": ("captioning.evaluators.perplexity", "PerplexityEvaluator"),
+  "relations": ("captioning.evaluators.relations", "RelationEvaluator"),
 }
 
 
 def create(name, **kwargs):
   """Builds the evaluator called `name` with the keyword arguments it needs."""
   if name not in _EVALUATORS:
-    raise ValueError(f"Unknown evaluator {name!r} in config.eval.evaluators; "
-                     f"available: {names()}")
+    raise ValueError(f"Unknown evaluator {name!r} in config.eval.evaluators; available: {names()}")
   module, cls = _EVALUATORS[name]
   return getattr(importlib.import_module(module), cls)(**kwargs)
 

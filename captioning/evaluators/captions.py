@@ -42,15 +42,25 @@ class CaptionEvaluator:
     caption_metrics: which pycocoevalcap metrics to compute (all by default).
   """
 
-  def __init__(self, split, tokenizer, max_decode_length, batch_size, jit_compile=False,
-               caption_metrics=coco_metrics.SUPPORTED_METRICS, decode_method="greedy",
-               beam_size=1, **unused):
+  def __init__(
+    self,
+    split,
+    tokenizer,
+    max_decode_length,
+    batch_size,
+    jit_compile=False,
+    caption_metrics=coco_metrics.SUPPORTED_METRICS,
+    decode_method="greedy",
+    beam_size=1,
+    **unused,
+  ):
     del unused
     self.caption_metrics = tuple(caption_metrics)
     self.split = split
     self.tokenizer = tokenizer
     self.decode = ml_collections.ConfigDict(
-        {"method": decode_method, "max_length": max_decode_length, "beam_size": beam_size})
+      {"method": decode_method, "max_length": max_decode_length, "beam_size": beam_size}
+    )
     self.batch_size = batch_size
     self.jit_compile = jit_compile
     self._decoder = None
@@ -61,12 +71,15 @@ class CaptionEvaluator:
   def run(self, model):
     """Returns COCO metrics, fact accuracy (on `shapes`) and the share of unfinished captions."""
     if self._decoder is None or self._decoder.model is not model:
-      self._decoder = decoding.build_decoder(self.decode, model, self.tokenizer,
-                                             jit_compile=self.jit_compile)
+      self._decoder = decoding.build_decoder(
+        self.decode, model, self.tokenizer, jit_compile=self.jit_compile
+      )
     self.predictions, self.attention, self.finished = decode_split(
-        self._decoder, self.tokenizer, self.split, self.batch_size)
-    scored = coco_metrics.compute_caption_metrics(self.predictions, self.split.references(),
-                                                  metrics=self.caption_metrics)
+      self._decoder, self.tokenizer, self.split, self.batch_size
+    )
+    scored = coco_metrics.compute_caption_metrics(
+      self.predictions, self.split.references(), metrics=self.caption_metrics
+    )
     self.warnings, self.tokenizer_name = list(scored.warnings), scored.tokenizer
     self.skipped = dict(scored.skipped)
     metrics = dict(scored.scores)

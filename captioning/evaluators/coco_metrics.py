@@ -11,6 +11,7 @@ numbers. A Java subprocess that fails costs only its own metric, never the other
 """
 
 import collections
+import contextlib
 import dataclasses
 import re
 import shutil
@@ -41,24 +42,52 @@ DEFAULT_METEOR_TIMEOUT_S = 1800.0
 _PTB_PUNCTUATIONS = frozenset(ptbtokenizer.PUNCTUATIONS)
 
 # Java's PTBTokenizer maps these characters to PTB escape tokens.
-_PTB_CHAR_TOKENS = types.MappingProxyType({
-    "(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-",
-    '"': "''", "\u201c": "``", "\u201d": "''", "\u2026": "...", "\u2014": "--", "\u2013": "--",
-})
-_ABBREVIATIONS = ("mr", "mrs", "ms", "dr", "st", "jr", "sr", "prof", "mt", "vs", "etc", "inc",
-                  "ltd", "co", "ave")
+_PTB_CHAR_TOKENS = types.MappingProxyType(
+  {
+    "(": "-lrb-",
+    ")": "-rrb-",
+    "[": "-lsb-",
+    "]": "-rsb-",
+    "{": "-lcb-",
+    "}": "-rcb-",
+    '"': "''",
+    "\u201c": "``",
+    "\u201d": "''",
+    "\u2026": "...",
+    "\u2014": "--",
+    "\u2013": "--",
+  }
+)
+_ABBREVIATIONS = (
+  "mr",
+  "mrs",
+  "ms",
+  "dr",
+  "st",
+  "jr",
+  "sr",
+  "prof",
+  "mt",
+  "vs",
+  "etc",
+  "inc",
+  "ltd",
+  "co",
+  "ave",
+)
 _SPLIT_WORDS = re.compile(r"\b(?:(gon)(na)|(wan)(na)|(got)(ta)|(can)(not))\b")
 _NEGATION = re.compile(r"(?<=\w)n't\b")
 _CLITIC = re.compile(r"(?<=\w)'(s|re|ve|ll|d|m)\b")
 _FALLBACK_TOKEN = re.compile(
-    r"(?:[a-z]\.){2,}"  # initialisms keep their dots: "u.s.", "p.m.", "e.g."
-    rf"|\b(?:{'|'.join(_ABBREVIATIONS)})\.(?!\w)"
-    r"|\bno\.(?=\s*\d)"  # "No. 5", but not a sentence-final "no."
-    r"|n't|'(?:s|re|ve|ll|d|m)\b"
-    r"|\d+(?:[.,:/]\d+)+(?:-\w+)*"  # 3.5, 1,000-piece, 10:30, 1/2
-    r"|\w+(?:[-/&.]\w+|'[^\W\d_]+)*"  # well-known, a/b, o'clock
-    r"|\.{2,}|[?!]{2,}|-{2,}|``|''"
-    r"|\S")
+  r"(?:[a-z]\.){2,}"  # initialisms keep their dots: "u.s.", "p.m.", "e.g."
+  rf"|\b(?:{'|'.join(_ABBREVIATIONS)})\.(?!\w)"
+  r"|\bno\.(?=\s*\d)"  # "No. 5", but not a sentence-final "no."
+  r"|n't|'(?:s|re|ve|ll|d|m)\b"
+  r"|\d+(?:[.,:/]\d+)+(?:-\w+)*"  # 3.5, 1,000-piece, 10:30, 1/2
+  r"|\w+(?:[-/&.]\w+|'[^\W\d_]+)*"  # well-known, a/b, o'clock
+  r"|\.{2,}|[?!]{2,}|-{2,}|``|''"
+  r"|\S"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +102,7 @@ class CaptionMetrics:
     skipped: metric name -> why it was not computed.
     warnings: human-readable caveats about these scores (also logged).
   """
+
   scores: dict[str, float]
   tokenizer: str
   skipped: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -122,8 +152,14 @@ def python_ptb_tokenize(caption):
   return " ".join(t for t in tokens if t not in _PTB_PUNCTUATIONS)
 
 
-def compute_caption_metrics(predictions, references, *, metrics=SUPPORTED_METRICS, use_java=None,
-                            meteor_timeout_s=DEFAULT_METEOR_TIMEOUT_S):
+def compute_caption_metrics(
+  predictions,
+  references,
+  *,
+  metrics=SUPPORTED_METRICS,
+  use_java=None,
+  meteor_timeout_s=DEFAULT_METEOR_TIMEOUT_S,
+):
   """Scores predicted captions against reference captions, COCO-evaluation style.
 
   Args:
@@ -152,11 +188,15 @@ def compute_caption_metrics(predictions, references, *, metrics=SUPPORTED_METRIC
 
   unused = len(references) - len(image_ids)
   if unused:
-    warnings.append(f"{unused} reference image(s) have no prediction and are not scored; "
-                    "CIDEr's IDF is computed over the scored images only.")
+    warnings.append(
+      f"{unused} reference image(s) have no prediction and are not scored; "
+      "CIDEr's IDF is computed over the scored images only."
+    )
   if len(image_ids) == 1 and "CIDEr" in metrics:
-    warnings.append("CIDEr's IDF is degenerate on a single image (every n-gram gets weight 0, "
-                    "so CIDEr is 0); score several images together.")
+    warnings.append(
+      "CIDEr's IDF is degenerate on a single image (every n-gram gets weight 0, "
+      "so CIDEr is 0); score several images together."
+    )
 
   # The Java tokenizer reads one caption per line and treats \r, \u2028 and friends as line
   # breaks too, which would silently shift every later caption onto the wrong image.
@@ -170,8 +210,10 @@ def compute_caption_metrics(predictions, references, *, metrics=SUPPORTED_METRIC
   empty = sum(1 for i in image_ids for ref in gts[i] if not ref)
   if empty:
     # ROUGE-L scores an empty prediction as a perfect match for an empty reference.
-    warnings.append(f"{empty} reference caption(s) are empty after tokenization (punctuation "
-                    "only?); they distort the scores.")
+    warnings.append(
+      f"{empty} reference caption(s) are empty after tokenization (punctuation "
+      "only?); they distort the scores."
+    )
 
   meteor = None
   if "METEOR" in metrics:
@@ -221,8 +263,10 @@ def _validate_metrics(metrics):
     raise ValueError(f"No metrics requested; choose from {SUPPORTED_METRICS}.")
   unknown = [m for m in metrics if m not in SUPPORTED_METRICS]
   if unknown:
-    raise ValueError(f"Unknown metric(s) {unknown}; supported are {SUPPORTED_METRICS} "
-                     "(SPICE is not offered; 'Bleu' computes Bleu_1..Bleu_4).")
+    raise ValueError(
+      f"Unknown metric(s) {unknown}; supported are {SUPPORTED_METRICS} "
+      "(SPICE is not offered; 'Bleu' computes Bleu_1..Bleu_4)."
+    )
   return metrics
 
 
@@ -233,8 +277,10 @@ def _validate_captions(predictions, references):
     ValueError: describing the first problem found.
   """
   if not isinstance(predictions, dict) or not isinstance(references, dict):
-    raise ValueError("predictions and references must be dicts keyed by image id, got "
-                     f"{type(predictions).__name__} and {type(references).__name__}.")
+    raise ValueError(
+      "predictions and references must be dicts keyed by image id, got "
+      f"{type(predictions).__name__} and {type(references).__name__}."
+    )
   if not predictions:
     raise ValueError("predictions is empty: there is nothing to score.")
   missing = [i for i in predictions if i not in references]
@@ -242,19 +288,24 @@ def _validate_captions(predictions, references):
     raise ValueError(f"{len(missing)} prediction id(s) have no references, e.g. {missing[:5]}.")
   for image_id, caption in predictions.items():
     if not isinstance(caption, str):
-      raise ValueError(f"predictions[{image_id!r}] must be a str, got "
-                       f"{type(caption).__name__}: {caption!r}")
+      raise ValueError(
+        f"predictions[{image_id!r}] must be a str, got {type(caption).__name__}: {caption!r}"
+      )
     refs = references[image_id]
     if isinstance(refs, str) or not isinstance(refs, (list, tuple)):
-      raise ValueError(f"references[{image_id!r}] must be a list of strings, got "
-                       f"{type(refs).__name__}: {refs!r}")
+      raise ValueError(
+        f"references[{image_id!r}] must be a list of strings, got {type(refs).__name__}: {refs!r}"
+      )
     if not refs:
-      raise ValueError(f"references[{image_id!r}] is empty; every scored image needs at least "
-                       "one reference caption.")
+      raise ValueError(
+        f"references[{image_id!r}] is empty; every scored image needs at least "
+        "one reference caption."
+      )
     for k, ref in enumerate(refs):
       if not isinstance(ref, str):
-        raise ValueError(f"references[{image_id!r}][{k}] must be a str, got "
-                         f"{type(ref).__name__}: {ref!r}")
+        raise ValueError(
+          f"references[{image_id!r}][{k}] must be a str, got {type(ref).__name__}: {ref!r}"
+        )
       if not ref.strip():
         raise ValueError(f"references[{image_id!r}][{k}] is blank.")
   return list(predictions)
@@ -269,11 +320,14 @@ def _tokenize(gts, res, use_java, no_java_reason, warnings):
       reason = f"pycocoevalcap's PTBTokenizer failed ({type(e).__name__}: {e})"
   else:
     reason = no_java_reason
-  warnings.append(f"{reason}, so captions were tokenized by a pure-Python approximation of the "
-                  "PTB tokenizer: these scores are NOT comparable with published COCO numbers, "
-                  "which use PTB tokenization.")
-  tokenize = lambda captions: {i: [python_ptb_tokenize(c["caption"]) for c in caps]
-                               for i, caps in captions.items()}
+  warnings.append(
+    f"{reason}, so captions were tokenized by a pure-Python approximation of the "
+    "PTB tokenizer: these scores are NOT comparable with published COCO numbers, "
+    "which use PTB tokenization."
+  )
+  tokenize = lambda captions: {
+    i: [python_ptb_tokenize(c["caption"]) for c in caps] for i, caps in captions.items()
+  }
   return tokenize(gts), tokenize(res), PYTHON_FALLBACK_TOKENIZER
 
 
@@ -358,10 +412,8 @@ def _close_meteor(meteor):
   if meteor.lock.locked():
     meteor.lock.release()
   process = meteor.meteor_p
-  try:
+  with contextlib.suppress(OSError):  # The JVM died with unread input in the pipe.
     process.stdin.close()
-  except OSError:  # The JVM died with unread input in the pipe.
-    pass
   if process.poll() is None:
     process.kill()
   process.wait()

@@ -17,12 +17,17 @@ object, and any word outside the grammar all make a caption wrong, so the score
 cannot be raised by vague or partial captions.
 """
 
+from collections.abc import Mapping, Sequence
 import dataclasses
 import re
-from collections.abc import Mapping, Sequence
 
-from captioning.data.shapes import (COLORS, RELATION_PHRASES, SHAPES, SIZES, ShapeObject,
-                                    mention_text, relation_holds)
+from captioning.data.shapes import COLORS
+from captioning.data.shapes import RELATION_PHRASES
+from captioning.data.shapes import SHAPES
+from captioning.data.shapes import SIZES
+from captioning.data.shapes import ShapeObject
+from captioning.data.shapes import mention_text
+from captioning.data.shapes import relation_holds
 
 ARTICLES = ("a", "an", "the")
 PREFIXES = (("there", "is"), ("a", "picture", "of"), ("an", "image", "with"))
@@ -110,7 +115,7 @@ def _parse_mention(tokens: Sequence[str], pos: int) -> Mention | None:
   """Returns the mention starting at `pos`, or None if there is none."""
   if pos + 4 > len(tokens):
     return None
-  article, size, color, shape = tokens[pos:pos + 4]
+  article, size, color, shape = tokens[pos : pos + 4]
   if article in ARTICLES and size in SIZES and color in COLORS and shape in SHAPES:
     return Mention(article, size, color, shape)
   return None
@@ -118,7 +123,7 @@ def _parse_mention(tokens: Sequence[str], pos: int) -> Mention | None:
 
 def _mention_error(tokens: Sequence[str], pos: int) -> str:
   """Explains why no mention starts at `pos`."""
-  words = " ".join(tokens[pos:pos + 4])
+  words = " ".join(tokens[pos : pos + 4])
   if pos >= len(tokens):
     return "caption ends where a mention is expected"
   if tokens[pos] not in ARTICLES:
@@ -148,14 +153,14 @@ def parse_caption(caption: str) -> ParsedCaption:
       raise CaptionParseError(f"unknown word {token!r}")
   end = len(tokens)
   for suffix in SUFFIXES:
-    if tuple(tokens[end - len(suffix):]) == suffix:
+    if tuple(tokens[end - len(suffix) :]) == suffix:
       end -= len(suffix)
       break
   body = tokens[:end]
   pos = 0
   for prefix in PREFIXES:
     # A mention never starts with a prefix, so consuming it is unambiguous.
-    if tuple(body[:len(prefix)]) == prefix:
+    if tuple(body[: len(prefix)]) == prefix:
       pos = len(prefix)
       break
   first = _parse_mention(body, pos)
@@ -167,11 +172,11 @@ def parse_caption(caption: str) -> ParsedCaption:
   while pos < len(body):
     matched = None
     for words, relation in CONNECTORS:
-      if tuple(body[pos:pos + len(words)]) == words:
+      if tuple(body[pos : pos + len(words)]) == words:
         matched = (words, relation)
         break
     if matched is None:
-      raise CaptionParseError(f"unexpected words {' '.join(body[pos:pos + 4])!r}")
+      raise CaptionParseError(f"unexpected words {' '.join(body[pos : pos + 4])!r}")
     words, relation = matched
     pos += len(words)
     mention = _parse_mention(body, pos)
@@ -188,8 +193,11 @@ def parse_caption(caption: str) -> ParsedCaption:
 
 def _resolve(mention: Mention, scene: Sequence[ShapeObject]) -> tuple[int | None, str]:
   """Returns the index of the one object a mention names, or None and why."""
-  matches = [i for i, obj in enumerate(scene)
-             if (obj.shape, obj.color, obj.size) == (mention.shape, mention.color, mention.size)]
+  matches = [
+    i
+    for i, obj in enumerate(scene)
+    if (obj.shape, obj.color, obj.size) == (mention.shape, mention.color, mention.size)
+  ]
   if len(matches) == 1:
     return matches[0], ""
   if len(matches) > 1:
@@ -244,8 +252,10 @@ def check_caption(caption: str, scene: Sequence[ShapeObject]) -> tuple[bool, str
   for st in parsed.statements:
     subject, reference = scene[objects[st.subject]], scene[objects[st.reference]]
     if not relation_holds(subject, reference, st.relation):
-      return False, (f"false relation: {mention_text(subject)!r} is not {st.relation} "
-                     f"of {mention_text(reference)!r}")
+      return False, (
+        f"false relation: {mention_text(subject)!r} is not {st.relation} "
+        f"of {mention_text(reference)!r}"
+      )
   missing = [mention_text(obj) for i, obj in enumerate(scene) if i not in objects]
   if missing:
     return False, f"objects not mentioned: {missing}"
@@ -260,8 +270,9 @@ def caption_is_correct(caption: str, scene: Sequence[ShapeObject]) -> bool:
   return check_caption(caption, scene)[0]
 
 
-def fact_accuracy(predictions: Mapping[int, str],
-                  scenes: Mapping[int, Sequence[ShapeObject]]) -> dict[str, float]:
+def fact_accuracy(
+  predictions: Mapping[int, str], scenes: Mapping[int, Sequence[ShapeObject]]
+) -> dict[str, float]:
   """Scores generated captions by fact accuracy.
 
   Args:

@@ -50,8 +50,14 @@ class PerplexityEvaluator:
     total_loss = total_hits = total_count = 0.0
     for batch in pipeline.caption_batches(self.split, self.tokens, self.batch_size):
       loss, hits, count = (float(x) for x in self._score(batch))
-      total_loss, total_hits, total_count = (total_loss + loss, total_hits + hits,
-                                             total_count + count)
+      total_loss, total_hits, total_count = (
+        total_loss + loss,
+        total_hits + hits,
+        total_count + count,
+      )
     mean = total_loss / max(total_count, 1.0)
-    return {"teacher_forced_loss": mean, "perplexity": math.exp(min(mean, 50.0)),
-            "teacher_forced_token_accuracy": total_hits / max(total_count, 1.0)}
+    return {
+      "teacher_forced_loss": mean,
+      "perplexity": math.exp(min(mean, 50.0)),
+      "teacher_forced_token_accuracy": total_hits / max(total_count, 1.0),
+    }

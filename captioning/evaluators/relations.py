@@ -29,8 +29,7 @@ class RelationEvaluator:
     max_pairs: score at most this many (A, B) pairs (the first ones of the split).
   """
 
-  def __init__(self, split, tokenizer, max_caption_length, batch_size, max_pairs=500,
-               **unused):
+  def __init__(self, split, tokenizer, max_caption_length, batch_size, max_pairs=500, **unused):
     del unused
     if split.scenes is None:
       raise ValueError("The relations evaluator needs scene ground truth (the shapes dataset).")
@@ -81,8 +80,9 @@ class RelationEvaluator:
     for start in range(0, len(self.tokens), self.batch_size):
       sel = slice(start, start + self.batch_size)
       scores.append(self._score(self.images[self.image_index[sel]], self.tokens[sel]).numpy())
-    scores = np.concatenate(scores).reshape(len(self.truth), len(shapes.RELATIONS),
-                                            self.phrases_per_relation)
+    scores = np.concatenate(scores).reshape(
+      len(self.truth), len(shapes.RELATIONS), self.phrases_per_relation
+    )
     # log p(relation) = log sum over its phrases of p(caption).
     top = scores.max(-1, keepdims=True)
     relation_scores = (top + np.log(np.exp(scores - top).sum(-1, keepdims=True)))[..., 0]
@@ -93,5 +93,6 @@ class RelationEvaluator:
       if differ.any():
         says_first = relation_scores[differ, first] > relation_scores[differ, second]
         metrics[f"relation_accuracy_{name}"] = float(
-            (says_first == self.truth[differ, first]).mean())
+          (says_first == self.truth[differ, first]).mean()
+        )
     return metrics

@@ -36,44 +36,86 @@ class Captioner(keras.Model):
     output_bias: optional initial output bias [V] (not serialised; weights replace it).
   """
 
-  def __init__(self, vocab_size, encoder="small_cnn", encoder_widths=(32, 64, 96, 128),
-               encoder_strides=(4, 1, 2, 1), encoder_weights=None, decoder="sat_lstm",
-               embed_dim=128, hidden_dim=256,
-               attention_dim=128, num_heads=4, num_layers=1, dropout=0.0,
-               attention_coverage=False, init_dropout=0.0, init_moments=False,
-               position_channels="linear", encoder_blocks=0, attention_gate=True,
-               relative_keypoints=0, output_bias=None, **kwargs):
+  def __init__(
+    self,
+    vocab_size,
+    encoder="small_cnn",
+    encoder_widths=(32, 64, 96, 128),
+    encoder_strides=(4, 1, 2, 1),
+    encoder_weights=None,
+    decoder="sat_lstm",
+    embed_dim=128,
+    hidden_dim=256,
+    attention_dim=128,
+    num_heads=4,
+    num_layers=1,
+    dropout=0.0,
+    attention_coverage=False,
+    init_dropout=0.0,
+    init_moments=False,
+    position_channels="linear",
+    encoder_blocks=0,
+    attention_gate=True,
+    relative_keypoints=0,
+    output_bias=None,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
-    self.hparams = dict(vocab_size=vocab_size, encoder=encoder,
-                        encoder_widths=list(encoder_widths),
-                        encoder_strides=list(encoder_strides), encoder_weights=encoder_weights,
-                        decoder=decoder, embed_dim=embed_dim, hidden_dim=hidden_dim,
-                        attention_dim=attention_dim, num_heads=num_heads,
-                        num_layers=num_layers, dropout=dropout,
-                        attention_coverage=attention_coverage, init_dropout=init_dropout,
-                        init_moments=init_moments, position_channels=position_channels,
-                        encoder_blocks=encoder_blocks, attention_gate=attention_gate,
-                        relative_keypoints=relative_keypoints)
+    self.hparams = dict(
+      vocab_size=vocab_size,
+      encoder=encoder,
+      encoder_widths=list(encoder_widths),
+      encoder_strides=list(encoder_strides),
+      encoder_weights=encoder_weights,
+      decoder=decoder,
+      embed_dim=embed_dim,
+      hidden_dim=hidden_dim,
+      attention_dim=attention_dim,
+      num_heads=num_heads,
+      num_layers=num_layers,
+      dropout=dropout,
+      attention_coverage=attention_coverage,
+      init_dropout=init_dropout,
+      init_moments=init_moments,
+      position_channels=position_channels,
+      encoder_blocks=encoder_blocks,
+      attention_gate=attention_gate,
+      relative_keypoints=relative_keypoints,
+    )
     if init_moments and position_channels != "linear":
       raise ValueError("init_moments needs position_channels='linear' (row, column last).")
     policy = self.dtype_policy
-    self.encoder = encoders.build_encoder(encoder, widths=encoder_widths,
-                                          strides=encoder_strides, weights=encoder_weights,
-                                          dtype=policy)
-    self.relative = (layers.RelativeKeypoints(relative_keypoints, name="relative_keypoints",
-                                            dtype=policy) if relative_keypoints else None)
+    self.encoder = encoders.build_encoder(
+      encoder, widths=encoder_widths, strides=encoder_strides, weights=encoder_weights, dtype=policy
+    )
+    self.relative = (
+      layers.RelativeKeypoints(relative_keypoints, name="relative_keypoints", dtype=policy)
+      if relative_keypoints
+      else None
+    )
     self.position = layers.PositionEmbedding2D(name="position", dtype=policy)
-    self.blocks = [layers.TransformerEncoderBlock(num_heads, dropout=dropout, name=f"block{i}",
-                                                  dtype=policy)
-                   for i in range(int(encoder_blocks))]
-    self.coordinates = layers.AppendCoordinates(position_channels, name="coordinates",
-                                                dtype=policy)
+    self.blocks = [
+      layers.TransformerEncoderBlock(num_heads, dropout=dropout, name=f"block{i}", dtype=policy)
+      for i in range(int(encoder_blocks))
+    ]
+    self.coordinates = layers.AppendCoordinates(position_channels, name="coordinates", dtype=policy)
     self.flatten = layers.SpatialFlatten(name="flatten", dtype=policy)
     self.decoder = decoders.build_decoder(
-        decoder, vocab_size=vocab_size, embed_dim=embed_dim, hidden_dim=hidden_dim,
-        attention_dim=attention_dim, num_heads=num_heads, num_layers=num_layers,
-        dropout=dropout, coverage=attention_coverage, init_dropout=init_dropout,
-        init_moments=init_moments, gate=attention_gate, output_bias=output_bias, dtype=policy)
+      decoder,
+      vocab_size=vocab_size,
+      embed_dim=embed_dim,
+      hidden_dim=hidden_dim,
+      attention_dim=attention_dim,
+      num_heads=num_heads,
+      num_layers=num_layers,
+      dropout=dropout,
+      coverage=attention_coverage,
+      init_dropout=init_dropout,
+      init_moments=init_moments,
+      gate=attention_gate,
+      output_bias=output_bias,
+      dtype=policy,
+    )
 
   def build(self, input_shape):
     image_shape = tuple(input_shape["image"])
@@ -127,18 +169,26 @@ def build_captioner(model_config, vocab_size, output_bias=None, dtype=None):
     dtype: optional Keras dtype policy name (e.g. "mixed_float16").
   """
   return Captioner(
-      vocab_size=vocab_size, encoder=model_config.encoder,
-      encoder_widths=tuple(model_config.encoder_widths),
-      encoder_strides=tuple(model_config.encoder_strides),
-      encoder_weights=model_config.encoder_weights, decoder=model_config.decoder,
-      embed_dim=model_config.embed_dim, hidden_dim=model_config.hidden_dim,
-      attention_dim=model_config.attention_dim, num_heads=model_config.num_heads,
-      num_layers=model_config.num_layers, dropout=model_config.dropout,
-      attention_coverage=model_config.get("attention_coverage", False),
-      init_dropout=model_config.get("init_dropout", 0.0),
-      init_moments=model_config.get("init_moments", False),
-      position_channels=model_config.get("position_channels", "linear"),
-      encoder_blocks=model_config.get("encoder_blocks", 0),
-      attention_gate=model_config.get("attention_gate", True),
-      relative_keypoints=model_config.get("relative_keypoints", 0),
-      output_bias=output_bias, dtype=dtype, name="captioner")
+    vocab_size=vocab_size,
+    encoder=model_config.encoder,
+    encoder_widths=tuple(model_config.encoder_widths),
+    encoder_strides=tuple(model_config.encoder_strides),
+    encoder_weights=model_config.encoder_weights,
+    decoder=model_config.decoder,
+    embed_dim=model_config.embed_dim,
+    hidden_dim=model_config.hidden_dim,
+    attention_dim=model_config.attention_dim,
+    num_heads=model_config.num_heads,
+    num_layers=model_config.num_layers,
+    dropout=model_config.dropout,
+    attention_coverage=model_config.get("attention_coverage", False),
+    init_dropout=model_config.get("init_dropout", 0.0),
+    init_moments=model_config.get("init_moments", False),
+    position_channels=model_config.get("position_channels", "linear"),
+    encoder_blocks=model_config.get("encoder_blocks", 0),
+    attention_gate=model_config.get("attention_gate", True),
+    relative_keypoints=model_config.get("relative_keypoints", 0),
+    output_bias=output_bias,
+    dtype=dtype,
+    name="captioner",
+  )

@@ -48,9 +48,20 @@ class ShowAttendTellDecoder(keras.layers.Layer):
       replace it.
   """
 
-  def __init__(self, vocab_size, embed_dim, hidden_dim, attention_dim, dropout=0.0,
-               coverage=False, init_dropout=0.0, init_moments=False, gate=True,
-               output_bias=None, **kwargs):
+  def __init__(
+    self,
+    vocab_size,
+    embed_dim,
+    hidden_dim,
+    attention_dim,
+    dropout=0.0,
+    coverage=False,
+    init_dropout=0.0,
+    init_moments=False,
+    gate=True,
+    output_bias=None,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     self.vocab_size = vocab_size
     self.embed_dim = embed_dim
@@ -65,19 +76,25 @@ class ShowAttendTellDecoder(keras.layers.Layer):
     self.embedding = keras.layers.Embedding(vocab_size, embed_dim, name="embedding", dtype=policy)
     self.init_h = keras.layers.Dense(hidden_dim, activation="tanh", name="init_h", dtype=policy)
     self.init_c = keras.layers.Dense(hidden_dim, activation="tanh", name="init_c", dtype=policy)
-    self.attention = layers.AdditiveAttention(attention_dim, coverage=coverage,
-                                              name="attention", dtype=policy)
-    self.gate = (keras.layers.Dense(1, activation="sigmoid", name="gate", dtype=policy)
-                 if gate else None)
+    self.attention = layers.AdditiveAttention(
+      attention_dim, coverage=coverage, name="attention", dtype=policy
+    )
+    self.gate = (
+      keras.layers.Dense(1, activation="sigmoid", name="gate", dtype=policy) if gate else None
+    )
     self.cell = keras.layers.LSTMCell(hidden_dim, name="lstm", dtype=policy)
     self.out_h = keras.layers.Dense(embed_dim, name="out_h", dtype=policy)
     self.out_z = keras.layers.Dense(embed_dim, use_bias=False, name="out_z", dtype=policy)
     self.out_dropout = keras.layers.Dropout(dropout)
-    bias_init = ("zeros" if output_bias is None else
-                 keras.initializers.Constant(tf.convert_to_tensor(output_bias, tf.float32)))
+    bias_init = (
+      "zeros"
+      if output_bias is None
+      else keras.initializers.Constant(tf.convert_to_tensor(output_bias, tf.float32))
+    )
     # Logits stay float32 under mixed precision, so the softmax is numerically safe.
-    self.logits = keras.layers.Dense(vocab_size, bias_initializer=bias_init, name="logits",
-                                     dtype="float32")
+    self.logits = keras.layers.Dense(
+      vocab_size, bias_initializer=bias_init, name="logits", dtype="float32"
+    )
 
   def build(self, features_shape, tokens_shape=None):
     batch, _, channels = features_shape
@@ -99,8 +116,10 @@ class ShowAttendTellDecoder(keras.layers.Layer):
     mean = tf.reduce_mean(features, axis=1)  # [B, C]
     if self.init_moments:
       rows, cols = features[:, :, -2:-1], features[:, :, -1:]  # [B, L, 1] each
-      mean = tf.concat([mean, tf.reduce_mean(features * rows, axis=1),
-                        tf.reduce_mean(features * cols, axis=1)], axis=-1)  # [B, 3C]
+      mean = tf.concat(
+        [mean, tf.reduce_mean(features * rows, axis=1), tf.reduce_mean(features * cols, axis=1)],
+        axis=-1,
+      )  # [B, 3C]
     if self.init_dropout and training:
       # One keep/drop decision per example: the whole mean goes, not scattered channels.
       keep = tf.cast(tf.random.uniform([tf.shape(mean)[0], 1]) >= self.init_dropout, mean.dtype)
@@ -117,8 +136,12 @@ class ShowAttendTellDecoder(keras.layers.Layer):
   def _attend(self, features, projected, state, feature_mask):
     h = state[0]
     context, alpha = self.attention(
-        features, h, projected_features=projected, feature_mask=feature_mask,
-        coverage=state[2] if self.coverage else None)  # [B, C], [B, L]
+      features,
+      h,
+      projected_features=projected,
+      feature_mask=feature_mask,
+      coverage=state[2] if self.coverage else None,
+    )  # [B, C], [B, L]
     if self.gate is None:
       beta = tf.ones_like(context[:, :1])  # [B, 1]
     else:
@@ -132,8 +155,9 @@ class ShowAttendTellDecoder(keras.layers.Layer):
     return h, list(lstm_state)
 
   def _output(self, embedded, h, z, training):
-    return self.logits(self.out_dropout(embedded + self.out_h(h) + self.out_z(z),
-                                        training=training))
+    return self.logits(
+      self.out_dropout(embedded + self.out_h(h) + self.out_z(z), training=training)
+    )
 
   def step(self, tokens, state, features, projected, feature_mask=None, training=False):
     """Decodes one step.
@@ -161,8 +185,10 @@ class ShowAttendTellDecoder(keras.layers.Layer):
     """
     num_steps = tokens.shape[1]
     if num_steps is None:
-      raise ValueError("Teacher forcing needs a static caption length; pad batches to a fixed "
-                       "length (the input pipeline does).")
+      raise ValueError(
+        "Teacher forcing needs a static caption length; pad batches to a fixed "
+        "length (the input pipeline does)."
+      )
     embedded = self.embedding(tokens)  # [B, T, E]
     projected = self.precompute(features)  # [B, L, A]
     state = self.initial_state(features, training=training)
@@ -180,22 +206,51 @@ class ShowAttendTellDecoder(keras.layers.Layer):
     return {"logits": logits, "attention": tf.stack(alphas, 1), "gate": tf.stack(betas, 1)}
 
   def get_config(self):
-    return {**super().get_config(), "vocab_size": self.vocab_size, "embed_dim": self.embed_dim,
-            "hidden_dim": self.hidden_dim, "attention_dim": self.attention_dim,
-            "dropout": self.dropout, "coverage": self.coverage,
-            "init_dropout": self.init_dropout, "init_moments": self.init_moments,
-            "gate": self.use_gate}
+    return {
+      **super().get_config(),
+      "vocab_size": self.vocab_size,
+      "embed_dim": self.embed_dim,
+      "hidden_dim": self.hidden_dim,
+      "attention_dim": self.attention_dim,
+      "dropout": self.dropout,
+      "coverage": self.coverage,
+      "init_dropout": self.init_dropout,
+      "init_moments": self.init_moments,
+      "gate": self.use_gate,
+    }
 
 
-def build_decoder(name, *, vocab_size, embed_dim, hidden_dim, attention_dim, dropout=0.0,
-                  coverage=False, init_dropout=0.0, init_moments=False, gate=True,
-                  output_bias=None, dtype=None, **unused):
+def build_decoder(
+  name,
+  *,
+  vocab_size,
+  embed_dim,
+  hidden_dim,
+  attention_dim,
+  dropout=0.0,
+  coverage=False,
+  init_dropout=0.0,
+  init_moments=False,
+  gate=True,
+  output_bias=None,
+  dtype=None,
+  **unused,
+):
   """Returns the decoder layer called `name` ("sat_lstm")."""
   del unused  # keys used by other decoders (num_heads, num_layers)
   if name == "sat_lstm":
-    return ShowAttendTellDecoder(vocab_size, embed_dim, hidden_dim, attention_dim, dropout,
-                                 coverage=coverage, init_dropout=init_dropout,
-                                 init_moments=init_moments, gate=gate,
-                                 output_bias=output_bias, name="decoder",
-                                 dtype=dtype)
+    return ShowAttendTellDecoder(
+      vocab_size,
+      embed_dim,
+      hidden_dim,
+      attention_dim,
+      dropout,
+      coverage=coverage,
+      init_dropout=init_dropout,
+      init_moments=init_moments,
+      gate=gate,
+      output_bias=output_bias,
+      name="decoder",
+      dtype=dtype,
+    )
   raise ValueError(f"Unknown decoder {name!r}; known: ['sat_lstm']")

@@ -26,10 +26,18 @@ class SmallCNN(keras.layers.Layer):
       raise ValueError(f"encoder strides {strides} must be positive, one per width {widths}")
     self.rescale = keras.layers.Rescaling(1.0 / 255.0, offset=-0.5, dtype=self.dtype_policy)
     self.convs = [
-        keras.layers.Conv2D(width, stride if stride > 2 else 3, strides=stride, padding="same",
-                            activation="relu", kernel_initializer="he_normal",
-                            name=f"stage{i}", dtype=self.dtype_policy)
-        for i, (width, stride) in enumerate(zip(self.widths, self.strides))]
+      keras.layers.Conv2D(
+        width,
+        stride if stride > 2 else 3,
+        strides=stride,
+        padding="same",
+        activation="relu",
+        kernel_initializer="he_normal",
+        name=f"stage{i}",
+        dtype=self.dtype_policy,
+      )
+      for i, (width, stride) in enumerate(zip(self.widths, self.strides))
+    ]
 
   def build(self, input_shape):
     shape = tuple(input_shape)
@@ -54,8 +62,9 @@ class SmallCNN(keras.layers.Layer):
     return {**super().get_config(), "widths": list(self.widths), "strides": list(self.strides)}
 
 
-def build_encoder(name, *, widths=(32, 64, 96, 128), strides=(4, 1, 2, 1), weights=None,
-                  dtype=None):
+def build_encoder(
+  name, *, widths=(32, 64, 96, 128), strides=(4, 1, 2, 1), weights=None, dtype=None
+):
   """Returns the encoder layer called `name`.
 
   Args:
@@ -67,7 +76,9 @@ def build_encoder(name, *, widths=(32, 64, 96, 128), strides=(4, 1, 2, 1), weigh
   """
   if name == "small_cnn":
     if weights:
-      raise ValueError(f"small_cnn is trained from scratch; config.model.encoder_weights must be "
-                       f"None, got {weights!r}")
+      raise ValueError(
+        f"small_cnn is trained from scratch; config.model.encoder_weights must be "
+        f"None, got {weights!r}"
+      )
     return SmallCNN(widths, strides, name="encoder", dtype=dtype)
   raise ValueError(f"Unknown encoder {name!r}; known: ['small_cnn']")

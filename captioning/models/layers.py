@@ -128,9 +128,13 @@ class AppendCoordinates(keras.layers.Layer):
     else:
       rows = tf.eye(shape[1])  # [H, H]
       cols = tf.eye(shape[2])  # [W, W]
-    grid = tf.concat([  # [H, W, 2] or [H, W, H + W]
+    grid = tf.concat(
+      [  # [H, W, 2] or [H, W, H + W]
         tf.tile(rows[:, tf.newaxis, :], [1, shape[2], 1]),
-        tf.tile(cols[tf.newaxis, :, :], [shape[1], 1, 1])], axis=-1)
+        tf.tile(cols[tf.newaxis, :, :], [shape[1], 1, 1]),
+      ],
+      axis=-1,
+    )
     grid = tf.tile(grid[tf.newaxis], [shape[0], 1, 1, 1])
     return tf.concat([feature_maps, tf.cast(grid, feature_maps.dtype)], axis=-1)
 
@@ -186,8 +190,13 @@ class RelativeKeypoints(keras.layers.Layer):
     keypoints = tf.einsum("blu,ld->bdu", weights, grid)  # [B, 2, U]: row, column of each
     row_offsets = keypoints[:, tf.newaxis, tf.newaxis, 0, :] - rows[:, tf.newaxis, tf.newaxis]
     col_offsets = keypoints[:, tf.newaxis, tf.newaxis, 1, :] - cols[tf.newaxis, :, tf.newaxis]
-    offsets = tf.concat([row_offsets + tf.zeros_like(col_offsets),  # [B, H, W, 2U]
-                         col_offsets + tf.zeros_like(row_offsets)], axis=-1)
+    offsets = tf.concat(
+      [
+        row_offsets + tf.zeros_like(col_offsets),  # [B, H, W, 2U]
+        col_offsets + tf.zeros_like(row_offsets),
+      ],
+      axis=-1,
+    )
     return tf.cast(offsets, self.compute_dtype)
 
   def compute_output_shape(self, input_shape):
@@ -237,8 +246,17 @@ class MultiHeadAttention(keras.layers.Layer):
     x = tf.reshape(x, [shape[0], shape[1], self.num_heads, self.key_dim])
     return tf.transpose(x, [0, 2, 1, 3])
 
-  def call(self, query, value=None, key=None, key_mask=None, attention_mask=None,
-           use_causal_mask=False, return_attention_scores=False, training=False):
+  def call(
+    self,
+    query,
+    value=None,
+    key=None,
+    key_mask=None,
+    attention_mask=None,
+    use_causal_mask=False,
+    return_attention_scores=False,
+    training=False,
+  ):
     """Attends from `query` [B, Tq, Dq] to `value` [B, Tk, Dv] (keys default to values).
 
     Args:
@@ -269,8 +287,9 @@ class MultiHeadAttention(keras.layers.Layer):
       # Dropout acts on the weights used for the output; the returned scores stay normalised.
       attended = tf.matmul(self.weights_dropout(weights, training=training), v)
     shape = tf.shape(attended)
-    attended = tf.reshape(tf.transpose(attended, [0, 2, 1, 3]),
-                          [shape[0], shape[2], self.num_heads * self.key_dim])  # [B, Tq, N*Dh]
+    attended = tf.reshape(
+      tf.transpose(attended, [0, 2, 1, 3]), [shape[0], shape[2], self.num_heads * self.key_dim]
+    )  # [B, Tq, N*Dh]
     output = self.output_dense(attended)
     if return_attention_scores:
       return output, weights
@@ -280,8 +299,13 @@ class MultiHeadAttention(keras.layers.Layer):
     return tuple(query_shape[:-1]) + (self.output_dim or query_shape[-1],)
 
   def get_config(self):
-    return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
-            "output_dim": self.output_dim, "dropout": self.dropout}
+    return {
+      **super().get_config(),
+      "num_heads": self.num_heads,
+      "key_dim": self.key_dim,
+      "output_dim": self.output_dim,
+      "dropout": self.dropout,
+    }
 
 
 @keras.saving.register_keras_serializable(package="captioning")
@@ -306,8 +330,11 @@ class AdditiveAttention(keras.layers.Layer):
     self.feature_dense = keras.layers.Dense(units, name="feature_proj", dtype=self.dtype_policy)
     self.state_dense = keras.layers.Dense(units, name="state_proj", dtype=self.dtype_policy)
     self.score_dense = keras.layers.Dense(1, name="score", dtype=self.dtype_policy)
-    self.coverage_dense = (keras.layers.Dense(units, use_bias=False, name="coverage_proj",
-                                              dtype=self.dtype_policy) if coverage else None)
+    self.coverage_dense = (
+      keras.layers.Dense(units, use_bias=False, name="coverage_proj", dtype=self.dtype_policy)
+      if coverage
+      else None
+    )
 
   def build(self, features_shape, state_shape):
     self.feature_dense.build(features_shape)
@@ -375,8 +402,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
     self.mlp_dim = mlp_dim
     self.dropout = dropout
     policy = self.dtype_policy
-    self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm",
-                                                          dtype=policy)
+    self.attention_norm = keras.layers.LayerNormalization(
+      epsilon=1e-6, name="attention_norm", dtype=policy
+    )
     self.mlp_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="mlp_norm", dtype=policy)
     self.output_dropout = keras.layers.Dropout(dropout)
     # Sizes that default to the input's are known in build.
@@ -391,8 +419,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
       raise ValueError(f"{channels} channels cannot be split into {self.num_heads} heads")
     policy = self.dtype_policy
     self.attention = MultiHeadAttention(self.num_heads, key_dim, name="attention", dtype=policy)
-    self.mlp_hidden = keras.layers.Dense(mlp_dim, activation="gelu", name="mlp_hidden",
-                                         dtype=policy)
+    self.mlp_hidden = keras.layers.Dense(
+      mlp_dim, activation="gelu", name="mlp_hidden", dtype=policy
+    )
     self.mlp_output = keras.layers.Dense(channels, name="mlp_output", dtype=policy)
     self.attention_norm.build(input_shape)
     self.attention.build(input_shape)
@@ -412,5 +441,10 @@ class TransformerEncoderBlock(keras.layers.Layer):
     return tuple(input_shape)
 
   def get_config(self):
-    return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
-            "mlp_dim": self.mlp_dim, "dropout": self.dropout}
+    return {
+      **super().get_config(),
+      "num_heads": self.num_heads,
+      "key_dim": self.key_dim,
+      "mlp_dim": self.mlp_dim,
+      "dropout": self.dropout,
+    }

@@ -36,8 +36,11 @@ def test_batches_pair_each_image_with_its_own_captions():
 def test_every_pair_is_seen_once_per_epoch():
   split, _, tokens = setup()
   stream = pipeline.TrainStream(split, tokens, batch_size=5, seed=3)  # 30 pairs = 6 batches
-  seen = [(int(i), tuple(t)) for s in range(6) for i, t in zip(stream.batch(s)["image_id"],
-                                                                stream.batch(s)["tokens"])]
+  seen = [
+    (int(i), tuple(t))
+    for s in range(6)
+    for i, t in zip(stream.batch(s)["image_id"], stream.batch(s)["tokens"])
+  ]
   assert len(set(seen)) == 30
   # The next epoch is another order of the same pairs.
   nxt = [int(i) for s in range(6, 12) for i in stream.batch(s)["image_id"]]
@@ -80,8 +83,12 @@ def test_images_without_captions_and_bad_batch_size_are_reported():
   with pytest.raises(ValueError, match="batch_size"):
     pipeline.TrainStream(split, tokens, batch_size=0, seed=0)
   # Images with fewer captions repeat their last one.
-  uneven = datasets.CaptionSplit("train", split.images[:2], split.image_ids[:2],
-                                 [["caption 0 number 0"], ["caption 1 number 0", "caption 1"]])
+  uneven = datasets.CaptionSplit(
+    "train",
+    split.images[:2],
+    split.image_ids[:2],
+    [["caption 0 number 0"], ["caption 1 number 0", "caption 1"]],
+  )
   encoded = pipeline.encode_captions(uneven, tok, 5)
   np.testing.assert_array_equal(encoded[0, 0], encoded[0, 1])
 
@@ -121,9 +128,16 @@ def curriculum_setup():
 
 def test_curriculum_starts_with_short_captions_then_uses_all():
   split, tokens = curriculum_setup()
-  stream = pipeline.TrainStream(split, tokens, batch_size=4, seed=0, length_multiple=0,
-                                curriculum_steps=5, curriculum_max_words=3)
-  words = lambda batch: (batch["tokens"] != 0).sum(-1) - 2  # noqa: E731
+  stream = pipeline.TrainStream(
+    split,
+    tokens,
+    batch_size=4,
+    seed=0,
+    length_multiple=0,
+    curriculum_steps=5,
+    curriculum_max_words=3,
+  )
+  words = lambda batch: (batch["tokens"] != 0).sum(-1) - 2
   early = np.concatenate([words(stream.batch(s)) for s in range(5)])
   assert early.max() <= 3 and set(early) == {1, 3}
   # The 16 short pairs make 4 batches per curriculum epoch, each seen once per epoch.
@@ -134,16 +148,29 @@ def test_curriculum_starts_with_short_captions_then_uses_all():
   # After the curriculum the stream is the plain stream, shifted by the curriculum's steps.
   plain = pipeline.TrainStream(split, tokens, batch_size=4, seed=0, length_multiple=0)
   for step in range(6):
-    np.testing.assert_array_equal(stream.batch(5 + step)["image_id"],
-                                  plain.batch(step)["image_id"])
+    np.testing.assert_array_equal(stream.batch(5 + step)["image_id"], plain.batch(step)["image_id"])
   # A window of lengths: 3-word captions only.
-  window = pipeline.TrainStream(split, tokens, batch_size=4, seed=0, length_multiple=0,
-                                curriculum_steps=3, curriculum_min_words=2,
-                                curriculum_max_words=4)
+  window = pipeline.TrainStream(
+    split,
+    tokens,
+    batch_size=4,
+    seed=0,
+    length_multiple=0,
+    curriculum_steps=3,
+    curriculum_min_words=2,
+    curriculum_max_words=4,
+  )
   assert set(np.concatenate([words(window.batch(s)) for s in range(3)])) == {3}
   # Resuming mid-curriculum gives the same batches.
-  again = pipeline.TrainStream(split, tokens, batch_size=4, seed=0, length_multiple=0,
-                               curriculum_steps=5, curriculum_max_words=3)
+  again = pipeline.TrainStream(
+    split,
+    tokens,
+    batch_size=4,
+    seed=0,
+    length_multiple=0,
+    curriculum_steps=5,
+    curriculum_max_words=3,
+  )
   for step in (3, 9, 1):
     np.testing.assert_array_equal(again.batch(step)["tokens"], stream.batch(step)["tokens"])
 
@@ -151,44 +178,84 @@ def test_curriculum_starts_with_short_captions_then_uses_all():
 def test_curriculum_without_enough_short_captions_is_reported():
   split, tokens = curriculum_setup()
   with pytest.raises(ValueError, match="curriculum_max_words"):
-    pipeline.TrainStream(split, tokens, batch_size=10, seed=0, curriculum_steps=5,
-                         curriculum_max_words=1)  # 8 one-word captions
+    pipeline.TrainStream(
+      split, tokens, batch_size=10, seed=0, curriculum_steps=5, curriculum_max_words=1
+    )  # 8 one-word captions
   with pytest.raises(ValueError, match="curriculum_min_words"):
-    pipeline.TrainStream(split, tokens, batch_size=4, seed=0, curriculum_steps=5,
-                         curriculum_min_words=6, curriculum_max_words=9)
+    pipeline.TrainStream(
+      split,
+      tokens,
+      batch_size=4,
+      seed=0,
+      curriculum_steps=5,
+      curriculum_min_words=6,
+      curriculum_max_words=9,
+    )
 
 
 def test_curriculum_by_number_of_objects():
   split, tokens = curriculum_setup()
   # Image i shows 1 + (i % 4) objects; only the count matters to the stream.
   split = dataclasses.replace(split, scenes=[(None,) * (1 + i % 4) for i in range(12)])
-  stream = pipeline.TrainStream(split, tokens, batch_size=2, seed=0, length_multiple=0,
-                                curriculum_steps=6, curriculum_max_words=9,
-                                curriculum_min_objects=2, curriculum_max_objects=3)
+  stream = pipeline.TrainStream(
+    split,
+    tokens,
+    batch_size=2,
+    seed=0,
+    length_multiple=0,
+    curriculum_steps=6,
+    curriculum_max_words=9,
+    curriculum_min_objects=2,
+    curriculum_max_objects=3,
+  )
   early = {int(i) for s in range(6) for i in stream.batch(s)["image_id"]}
   assert early == {i for i in range(12) if i % 4 in (1, 2)}
   late = {int(i) for s in range(6, 30) for i in stream.batch(s)["image_id"]}
   assert late == set(range(12))
   # Words and objects combine: 2-3 objects with a 3-word caption are images 1 and 10.
-  both = pipeline.TrainStream(split, tokens, batch_size=2, seed=0, length_multiple=0,
-                              curriculum_steps=4, curriculum_min_words=3, curriculum_max_words=3,
-                              curriculum_min_objects=2, curriculum_max_objects=3)
+  both = pipeline.TrainStream(
+    split,
+    tokens,
+    batch_size=2,
+    seed=0,
+    length_multiple=0,
+    curriculum_steps=4,
+    curriculum_min_words=3,
+    curriculum_max_words=3,
+    curriculum_min_objects=2,
+    curriculum_max_objects=3,
+  )
   assert {int(i) for s in range(4) for i in both.batch(s)["image_id"]} == {1, 10}
   with pytest.raises(ValueError, match="needs a dataset with scenes"):
-    pipeline.TrainStream(dataclasses.replace(split, scenes=None), tokens, batch_size=2, seed=0,
-                         curriculum_steps=4, curriculum_max_words=9, curriculum_max_objects=2)
+    pipeline.TrainStream(
+      dataclasses.replace(split, scenes=None),
+      tokens,
+      batch_size=2,
+      seed=0,
+      curriculum_steps=4,
+      curriculum_max_words=9,
+      curriculum_max_objects=2,
+    )
   with pytest.raises(ValueError, match="objects"):
-    pipeline.TrainStream(split, tokens, batch_size=8, seed=0, curriculum_steps=4,
-                         curriculum_max_words=9, curriculum_min_objects=4,
-                         curriculum_max_objects=4)  # 3 images, 6 pairs
+    pipeline.TrainStream(
+      split,
+      tokens,
+      batch_size=8,
+      seed=0,
+      curriculum_steps=4,
+      curriculum_max_words=9,
+      curriculum_min_objects=4,
+      curriculum_max_objects=4,
+    )  # 3 images, 6 pairs
 
 
 def test_length_buckets_keep_captions_of_different_lengths_mixed():
   # 200 images whose captions are 9 or 10 words long, in one length bucket of 16 tokens:
   # batches mix both lengths instead of holding one length each.
   captions = [[" ".join(["w"] * (9 + (i + j) % 2)) for j in range(2)] for i in range(200)]
-  split = datasets.CaptionSplit("train", np.zeros([200, 4, 4, 3], np.uint8), np.arange(200),
-                                captions)
+  split = datasets.CaptionSplit(
+    "train", np.zeros([200, 4, 4, 3], np.uint8), np.arange(200), captions
+  )
   tok = tokenizer_lib.Tokenizer.build(["w"], vocab_size=10)
   tokens = pipeline.encode_captions(split, tok, max_length=12)
   stream = pipeline.TrainStream(split, tokens, batch_size=20, seed=0, length_multiple=16)

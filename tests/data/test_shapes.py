@@ -16,8 +16,9 @@ SIZE = 32
 def splits():
   """Realistically sized splits, small images to stay fast."""
   sizes = {"train": 3000, "val": 300, "test": 300, "compositional": 300}
-  return {name: shapes.generate_split(name, n, seed=0, image_size=SIZE)
-          for name, n in sizes.items()}
+  return {
+    name: shapes.generate_split(name, n, seed=0, image_size=SIZE) for name, n in sizes.items()
+  }
 
 
 def _image_hashes(split):
@@ -118,8 +119,7 @@ def test_custom_held_out_pairs():
 def test_held_out_pairs_leaving_exactly_enough_pairs():
   all_pairs = [(c, s) for c in shapes.COLORS for s in shapes.SHAPES]
   held = tuple(all_pairs[2:])
-  data = shapes.generate_split("train", 50, image_size=SIZE, max_objects=2,
-                               held_out_pairs=held)
+  data = shapes.generate_split("train", 50, image_size=SIZE, max_objects=2, held_out_pairs=held)
   assert all(_pairs(scene) <= set(all_pairs[:2]) for scene in data.scenes)
 
 
@@ -157,6 +157,7 @@ def test_objects_stay_inside_their_cells(image_size):
 @pytest.mark.parametrize("image_size", [32, 64])
 def test_drawn_pixels_match_scene(image_size):
   data = shapes.generate_split("train", 300, image_size=image_size)
+
   def packed(rgb):
     rgb = np.asarray(rgb, dtype=np.int64)
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
@@ -239,7 +240,9 @@ def test_captions_per_image():
   assert all(len(c) == 9 for c in data.captions)
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     (dict(split="training"), "Unknown split"),
     (dict(num_examples=0), "num_examples"),
     (dict(num_examples=2.5), "num_examples"),
@@ -251,11 +254,14 @@ def test_captions_per_image():
     (dict(held_out_pairs=(("pink", "circle"),)), "unknown colour"),
     (dict(held_out_pairs=(("red", "star"),)), "unknown shape"),
     (dict(held_out_pairs=("red",)), "pair"),
-    (dict(held_out_pairs=tuple((c, s) for c in shapes.COLORS for s in shapes.SHAPES)[2:]),
-     "fewer than max_objects"),
+    (
+      dict(held_out_pairs=tuple((c, s) for c in shapes.COLORS for s in shapes.SHAPES)[2:]),
+      "fewer than max_objects",
+    ),
     (dict(split="compositional", held_out_pairs=()), "at least one held-out"),
     (dict(captions_per_image=0), "captions_per_image"),
-])
+  ],
+)
 def test_argument_validation(kwargs, match):
   args = dict(split="train", num_examples=10, image_size=SIZE)
   args.update(kwargs)

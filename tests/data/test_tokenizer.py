@@ -5,9 +5,11 @@ import pytest
 
 from captioning.data import tokenizer as tokenizer_lib
 
-CAPTIONS = ["A small red circle to the left of a blue square.",
-            "there is a large green triangle , and a red circle",
-            "a small red circle"]
+CAPTIONS = [
+  "A small red circle to the left of a blue square.",
+  "there is a large green triangle , and a red circle",
+  "a small red circle",
+]
 
 
 def make():
@@ -16,7 +18,16 @@ def make():
 
 def test_punctuation_is_never_glued_to_words():
   assert tokenizer_lib.split_words("A red circle, left of a SQUARE.") == [
-      "a", "red", "circle", ",", "left", "of", "a", "square", "."]
+    "a",
+    "red",
+    "circle",
+    ",",
+    "left",
+    "of",
+    "a",
+    "square",
+    ".",
+  ]
   assert tokenizer_lib.split_words("  spaced\tout \n words ") == ["spaced", "out", "words"]
   assert tokenizer_lib.split_words("") == []
   with pytest.raises(TypeError, match="must be a string"):
@@ -31,7 +42,7 @@ def test_round_trip_and_special_tokens():
   assert ids[0] == tok.start_id
   words = tokenizer_lib.split_words(CAPTIONS[0])
   assert ids[len(words) + 1] == tok.end_id  # <end> is its own token, after the "."
-  assert np.all(ids[len(words) + 2:] == tok.pad_id)
+  assert np.all(ids[len(words) + 2 :] == tok.pad_id)
   assert tok.decode(ids) == "a small red circle to the left of a blue square ."
   assert tok.decode([tok.start_id] + list(tok.encode("a red circle", 5)[1:])) == "a red circle"
 
@@ -60,7 +71,9 @@ def test_min_count_and_vocab_size_bound():
 
 
 def test_vocabulary_does_not_depend_on_caption_order():
-  assert make().vocabulary == tokenizer_lib.Tokenizer.build(CAPTIONS[::-1], vocab_size=100).vocabulary
+  assert (
+    make().vocabulary == tokenizer_lib.Tokenizer.build(CAPTIONS[::-1], vocab_size=100).vocabulary
+  )
 
 
 def test_save_and_load(tmp_path):

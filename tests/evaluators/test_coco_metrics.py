@@ -5,13 +5,14 @@ import os
 import subprocess
 import sys
 import threading
+import typing
 
-import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+import pytest
 
 from captioning.evaluators import coco_metrics
 
@@ -22,28 +23,33 @@ ALL_KEYS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"
 LONG_CAPTION = " ".join(f"a cat sits on mat{i}." for i in range(100))  # 500 words
 
 REFERENCES = {
-    11: ["A man riding a wave on top of a surfboard.", "A surfer rides a large wave.",
-         "A person surfing on a big ocean wave."],
-    12: ["A dog sitting on a couch in a living room.", "A brown dog rests on the sofa."],
-    13: ["Two giraffes standing next to each other in a field.",
-         "A pair of giraffes in the grass near trees."],
-    14: ["A plate of food with broccoli, carrots, and rice.", "A meal of rice and vegetables."],
-    15: ["A red double-decker bus driving down a street.", "A bus on a city street."],
+  11: [
+    "A man riding a wave on top of a surfboard.",
+    "A surfer rides a large wave.",
+    "A person surfing on a big ocean wave.",
+  ],
+  12: ["A dog sitting on a couch in a living room.", "A brown dog rests on the sofa."],
+  13: [
+    "Two giraffes standing next to each other in a field.",
+    "A pair of giraffes in the grass near trees.",
+  ],
+  14: ["A plate of food with broccoli, carrots, and rice.", "A meal of rice and vegetables."],
+  15: ["A red double-decker bus driving down a street.", "A bus on a city street."],
 }
 # Ordinary predictions and an empty one.
 PREDICTIONS = {
-    11: "A man riding a wave on a surfboard.",
-    12: "a dog laying on a couch",
-    13: "Two giraffes standing in a grassy field.",
-    14: "A plate of rice and broccoli!",
-    15: "",
+  11: "A man riding a wave on a surfboard.",
+  12: "a dog laying on a couch",
+  13: "Two giraffes standing in a grassy field.",
+  14: "A plate of rice and broccoli!",
+  15: "",
 }
 # Stop-words are kept rare so that CIDEr's IDF is informative on a small corpus.
 RIGHT = {
-    1: ["a red circle on a white table", "a small red circle lies on a table"],
-    2: ["two dogs run across green grass", "a pair of dogs running on grass"],
-    3: ["a yellow bus parked near buildings", "a bus stopped beside tall buildings"],
-    4: ["an old man reading a newspaper", "elderly man holding his newspaper"],
+  1: ["a red circle on a white table", "a small red circle lies on a table"],
+  2: ["two dogs run across green grass", "a pair of dogs running on grass"],
+  3: ["a yellow bus parked near buildings", "a bus stopped beside tall buildings"],
+  4: ["an old man reading a newspaper", "elderly man holding his newspaper"],
 }
 
 
@@ -56,8 +62,12 @@ def _direct_coco_scores(predictions, references):
   meteor = Meteor()
   scores = {}
   try:
-    for scorer, method in [(Bleu(4), ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"]),
-                           (meteor, "METEOR"), (Rouge(), "ROUGE_L"), (Cider(), "CIDEr")]:
+    for scorer, method in [
+      (Bleu(4), ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"]),
+      (meteor, "METEOR"),
+      (Rouge(), "ROUGE_L"),
+      (Cider(), "CIDEr"),
+    ]:
       score, _ = scorer.compute_score(gts, res)
       scores.update(zip(method, score) if isinstance(method, list) else [(method, score)])
   finally:
@@ -76,7 +86,6 @@ def java_runs():
   meteors = []
 
   class RecordingMeteor(Meteor):
-
     def __init__(self):
       super().__init__()
       meteors.append(self)
@@ -135,11 +144,17 @@ def test_wrong_captions_score_lower_than_right_ones():
 
 
 def test_punctuation_and_case_do_not_change_scores():
-  references = {1: ["a red circle on paper", "a circle"], 2: ["a blue square on paper"],
-                3: ["a green triangle on paper", "a triangle"]}
+  references = {
+    1: ["a red circle on paper", "a circle"],
+    2: ["a blue square on paper"],
+    3: ["a green triangle on paper", "a triangle"],
+  }
   plain = {1: "a red circle on paper", 2: "a blue square on paper", 3: "a green triangle on paper"}
-  noisy = {1: "A red circle on paper.", 2: "A BLUE square on PAPER!",
-           3: "a green, triangle on paper;"}
+  noisy = {
+    1: "A red circle on paper.",
+    2: "A BLUE square on PAPER!",
+    3: "a green, triangle on paper;",
+  }
   a = coco_metrics.compute_caption_metrics(plain, references, metrics=NO_METEOR)
   b = coco_metrics.compute_caption_metrics(noisy, references, metrics=NO_METEOR)
   assert a.scores == b.scores
@@ -148,17 +163,23 @@ def test_punctuation_and_case_do_not_change_scores():
 
 def test_line_breaks_inside_captions_do_not_shift_captions_between_images():
   # The Java tokenizer would read "\r" and "\u2028" as extra lines.
-  references = {1: ["a red\rcircle on paper", "a circle"], 2: ["a blue square on paper"],
-                3: ["a green\u2028tree on a hill"]}
-  predictions = {1: "a red\ncircle on paper", 2: "a blue square on paper",
-                 3: "a green tree on a hill"}
+  references = {
+    1: ["a red\rcircle on paper", "a circle"],
+    2: ["a blue square on paper"],
+    3: ["a green\u2028tree on a hill"],
+  }
+  predictions = {
+    1: "a red\ncircle on paper",
+    2: "a blue square on paper",
+    3: "a green tree on a hill",
+  }
   result = coco_metrics.compute_caption_metrics(predictions, references, metrics=NO_METEOR)
   assert result.scores["Bleu_4"] == pytest.approx(1.0, abs=1e-6)
   assert result.scores["ROUGE_L"] == pytest.approx(1.0)
 
 
 def test_empty_hypotheses_score_zero_without_crashing():
-  predictions = {i: "" for i in RIGHT}
+  predictions = dict.fromkeys(RIGHT, "")
   predictions[1] = "..."  # Empty once punctuation is removed.
   result = coco_metrics.compute_caption_metrics(predictions, RIGHT, metrics=NO_METEOR)
   assert result.scores == {k: 0.0 for k in ALL_KEYS if k != "METEOR"}
@@ -178,8 +199,9 @@ def test_without_java_uses_python_fallback_and_skips_meteor():
 
 
 def test_fallback_warning_is_logged(caplog):
-  coco_metrics.compute_caption_metrics({1: "a cat"}, {1: ["a cat"]}, use_java=False,
-                                       metrics=("Bleu",))
+  coco_metrics.compute_caption_metrics(
+    {1: "a cat"}, {1: ["a cat"]}, use_java=False, metrics=("Bleu",)
+  )
   assert "NOT comparable with published" in caplog.text
 
 
@@ -187,25 +209,26 @@ def test_fallback_warning_is_logged(caplog):
 def test_fallback_and_ptb_scores_agree_on_ordinary_captions():
   predictions = {i: refs[1].capitalize() + "." for i, refs in RIGHT.items()}
   ptb = coco_metrics.compute_caption_metrics(predictions, RIGHT, metrics=NO_METEOR)
-  fallback = coco_metrics.compute_caption_metrics(predictions, RIGHT, metrics=NO_METEOR,
-                                                  use_java=False)
+  fallback = coco_metrics.compute_caption_metrics(
+    predictions, RIGHT, metrics=NO_METEOR, use_java=False
+  )
   assert ptb.tokenizer == "ptb"
   assert fallback.scores == ptb.scores
 
 
 ORDINARY_CAPTIONS = [
-    "A man riding a wave on top of a surfboard.",
-    "The man's bike is parked outside of the store.",
-    "There's a dog that isn't on the couch; it can't be.",
-    "A plate of food with broccoli, carrots, and rice.",
-    "A black-and-white photo of a train at a station!",
-    'A "STOP" sign on the corner of Main St.',
-    "A bathroom with a toilet, sink, and mirror (with lights).",
-    "Kids playing frisbee at the park -- on a sunny day...",
-    "A 747 flying over 2 buildings at 3:30 p.m. in the U.S.",
-    "The dogs' owner is walking them down the street?",
-    "It's 5 o'clock and I'm gonna eat a 1,000-calorie cake.",
-    "A vase filled with flowers [on a table].",
+  "A man riding a wave on top of a surfboard.",
+  "The man's bike is parked outside of the store.",
+  "There's a dog that isn't on the couch; it can't be.",
+  "A plate of food with broccoli, carrots, and rice.",
+  "A black-and-white photo of a train at a station!",
+  'A "STOP" sign on the corner of Main St.',
+  "A bathroom with a toilet, sink, and mirror (with lights).",
+  "Kids playing frisbee at the park -- on a sunny day...",
+  "A 747 flying over 2 buildings at 3:30 p.m. in the U.S.",
+  "The dogs' owner is walking them down the street?",
+  "It's 5 o'clock and I'm gonna eat a 1,000-calorie cake.",
+  "A vase filled with flowers [on a table].",
 ]
 
 
@@ -213,9 +236,11 @@ def test_fallback_tokenizer_examples():
   tokenize = coco_metrics.python_ptb_tokenize
   assert tokenize("A red circle.") == "a red circle"
   assert tokenize("There's a dog that isn't on the couch; it can't be.") == (
-      "there 's a dog that is n't on the couch it ca n't be")
+    "there 's a dog that is n't on the couch it ca n't be"
+  )
   assert tokenize("A bathroom (with lights) at 3:30 p.m.") == (
-      "a bathroom -lrb- with lights -rrb- at 3:30 p.m.")
+    "a bathroom -lrb- with lights -rrb- at 3:30 p.m."
+  )
   assert tokenize('A "STOP" sign -- on Main St.') == "a stop sign on main st."
   assert tokenize("...") == ""
 
@@ -232,11 +257,15 @@ def _fake_meteor(monkeypatch, script):
   """Makes the wrapper's Meteor one whose 'JVM' is a Python process running `script`."""
 
   class FakeMeteor(Meteor):
-    instances = []
+    instances: typing.ClassVar[list] = []
 
     def __init__(self):  # pylint: disable=super-init-not-called
-      self.meteor_p = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+      self.meteor_p = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+      )
       self.lock = threading.Lock()
       FakeMeteor.instances.append(self)
 
@@ -248,22 +277,25 @@ def _fake_meteor(monkeypatch, script):
 def broken_java(tmp_path, monkeypatch):
   """Puts a `java` that fails at once first on PATH, as a broken JRE install would."""
   java = tmp_path / "java"
-  java.write_text("#!/bin/sh\necho 'Error: could not create the Java Virtual Machine.' >&2\n"
-                  "exit 1\n")
+  java.write_text(
+    "#!/bin/sh\necho 'Error: could not create the Java Virtual Machine.' >&2\nexit 1\n"
+  )
   java.chmod(0o755)
   monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
 @pytest.mark.usefixtures("broken_java")
 def test_crashing_meteor_is_skipped_and_other_metrics_survive(monkeypatch):
-  fake = _fake_meteor(monkeypatch, "import sys; sys.stderr.write('java.lang.OutOfMemoryError: "
-                      "boom\\n'); sys.exit(1)")
+  fake = _fake_meteor(
+    monkeypatch, "import sys; sys.stderr.write('java.lang.OutOfMemoryError: boom\\n'); sys.exit(1)"
+  )
   predictions = {i: refs[1] for i, refs in RIGHT.items()}
   result = coco_metrics.compute_caption_metrics(predictions, RIGHT, use_java=True)
   # PTBTokenizer turns the broken java's silence into one empty caption; that must not pass.
   assert result.tokenizer == "python_fallback"
-  assert any("PTBTokenizer failed" in w and "returned 1 of 8 captions" in w
-             for w in result.warnings)
+  assert any(
+    "PTBTokenizer failed" in w and "returned 1 of 8 captions" in w for w in result.warnings
+  )
   assert "METEOR" not in result.scores
   assert "METEOR failed" in result.skipped["METEOR"]
   assert "OutOfMemoryError: boom" in result.skipped["METEOR"]
@@ -278,8 +310,9 @@ def test_crashing_meteor_is_skipped_and_other_metrics_survive(monkeypatch):
 def test_unresponsive_meteor_is_killed_after_the_timeout(monkeypatch):
   fake = _fake_meteor(monkeypatch, "import time; time.sleep(60)")
   predictions = {i: refs[1] for i, refs in RIGHT.items()}
-  result = coco_metrics.compute_caption_metrics(predictions, RIGHT, use_java=True,
-                                                metrics=("METEOR",), meteor_timeout_s=0.5)
+  result = coco_metrics.compute_caption_metrics(
+    predictions, RIGHT, use_java=True, metrics=("METEOR",), meteor_timeout_s=0.5
+  )
   assert result.scores == {}
   assert "did not answer within 0.5 s" in result.skipped["METEOR"]
   assert fake.instances[0].meteor_p.poll() is not None
@@ -291,7 +324,9 @@ def test_single_image_warns_about_cider():
   assert any("single image" in w for w in result.warnings)
 
 
-@pytest.mark.parametrize("predictions, references, message", [
+@pytest.mark.parametrize(
+  "predictions, references, message",
+  [
     ({}, {1: ["a cat"]}, "predictions is empty"),
     ({1: "a cat", 2: "a dog"}, {1: ["a cat"]}, "have no references, e.g. [2]"),
     ({1: "a cat"}, {1: []}, "references[1] is empty"),
@@ -301,7 +336,8 @@ def test_single_image_warns_about_cider():
     ({1: "a cat"}, {1: ["a cat", 3]}, "references[1][1] must be a str"),
     ({1: "a cat"}, {1: ["a cat", "  "]}, "references[1][1] is blank"),
     ([("a cat",)], {1: ["a cat"]}, "must be dicts"),
-])
+  ],
+)
 def test_invalid_inputs_raise_value_error(predictions, references, message):
   with pytest.raises(ValueError) as error:
     coco_metrics.compute_caption_metrics(predictions, references, use_java=False)
@@ -311,8 +347,9 @@ def test_invalid_inputs_raise_value_error(predictions, references, message):
 @pytest.mark.parametrize("metrics", [(), ("SPICE",), ("Bleu_4",)])
 def test_unknown_metrics_raise_value_error(metrics):
   with pytest.raises(ValueError, match="metric"):
-    coco_metrics.compute_caption_metrics({1: "a cat"}, {1: ["a cat"]}, metrics=metrics,
-                                         use_java=False)
+    coco_metrics.compute_caption_metrics(
+      {1: "a cat"}, {1: ["a cat"]}, metrics=metrics, use_java=False
+    )
 
 
 def test_java_available_returns_a_bool():
@@ -336,11 +373,14 @@ def test_failing_ptb_tokenizer_falls_back_to_python(monkeypatch):
 
   monkeypatch.setattr(coco_metrics.ptbtokenizer, "PTBTokenizer", TruncatingTokenizer)
   predictions = {i: refs[1] for i, refs in RIGHT.items()}
-  result = coco_metrics.compute_caption_metrics(predictions, RIGHT, use_java=True,
-                                                metrics=NO_METEOR)
-  expected = coco_metrics.compute_caption_metrics(predictions, RIGHT, use_java=False,
-                                                  metrics=NO_METEOR)
+  result = coco_metrics.compute_caption_metrics(
+    predictions, RIGHT, use_java=True, metrics=NO_METEOR
+  )
+  expected = coco_metrics.compute_caption_metrics(
+    predictions, RIGHT, use_java=False, metrics=NO_METEOR
+  )
   assert result.tokenizer == "python_fallback"
   assert result.scores == expected.scores
-  assert any("PTBTokenizer failed" in w and "returned 2 of 8 captions" in w
-             for w in result.warnings)
+  assert any(
+    "PTBTokenizer failed" in w and "returned 2 of 8 captions" in w for w in result.warnings
+  )

@@ -15,14 +15,16 @@ ONE = (_obj("circle", "red", "small", 0, 0),)
 TWO = (_obj("circle", "red", "small", 1, 0), _obj("square", "blue", "large", 1, 2))
 # One above the other: only above/below relations hold.
 VERTICAL = (_obj("triangle", "green", "large", 0, 1), _obj("circle", "yellow", "small", 2, 1))
-THREE = (_obj("circle", "red", "small", 0, 0), _obj("square", "blue", "large", 0, 2),
-         _obj("triangle", "yellow", "large", 2, 2))
+THREE = (
+  _obj("circle", "red", "small", 0, 0),
+  _obj("square", "blue", "large", 0, 2),
+  _obj("triangle", "yellow", "large", 2, 2),
+)
 
 
 @pytest.fixture(scope="module")
 def generated():
-  return {name: shapes.generate_split(name, 500, seed=1, image_size=32)
-          for name in shapes.SPLITS}
+  return {name: shapes.generate_split(name, 500, seed=1, image_size=32) for name in shapes.SPLITS}
 
 
 def test_every_reference_caption_is_correct(generated):
@@ -38,8 +40,13 @@ def test_references_score_one_per_object_count(generated):
   predictions = {int(i): c[2] for i, c in zip(split.image_ids, split.captions)}
   scenes = {int(i): s for i, s in zip(split.image_ids, split.scenes)}
   result = facts.fact_accuracy(predictions, scenes)
-  assert result == {"fact_accuracy": 1.0, "fact_accuracy_1obj": 1.0,
-                    "fact_accuracy_2obj": 1.0, "fact_accuracy_3obj": 1.0, "num_scored": 500}
+  assert result == {
+    "fact_accuracy": 1.0,
+    "fact_accuracy_1obj": 1.0,
+    "fact_accuracy_2obj": 1.0,
+    "fact_accuracy_3obj": 1.0,
+    "num_scored": 500,
+  }
 
 
 def test_captions_of_other_scenes_are_wrong(generated):
@@ -56,28 +63,44 @@ def test_captions_of_other_scenes_are_wrong(generated):
   assert checked > 400
 
 
-@pytest.mark.parametrize("scene, caption", [
+@pytest.mark.parametrize(
+  "scene, caption",
+  [
     (ONE, "a small red circle"),
     (ONE, "there is a small red circle on a black background"),
     (ONE, "A Small Red Circle."),
     (TWO, "a small red circle to the left of a large blue square"),
     (TWO, "a large blue square is right of the small red circle ."),
-    (TWO, "there is a small red circle and a large blue square, the small red circle is "
-          "left of the large blue square"),
+    (
+      TWO,
+      "there is a small red circle and a large blue square, the small red circle is "
+      "left of the large blue square",
+    ),
     (VERTICAL, "a large green triangle over a small yellow circle"),
     (VERTICAL, "an image with a small yellow circle under a large green triangle"),
-    (THREE, "a small red circle left of a large blue square which is above a large yellow "
-            "triangle"),
-    (THREE, "there is a small red circle to the left of a large blue square , and a large "
-            "yellow triangle is below the large blue square"),
-    (THREE, "a large yellow triangle below a large blue square and a small red circle above "
-            "the large yellow triangle"),
-])
+    (
+      THREE,
+      "a small red circle left of a large blue square which is above a large yellow triangle",
+    ),
+    (
+      THREE,
+      "there is a small red circle to the left of a large blue square , and a large "
+      "yellow triangle is below the large blue square",
+    ),
+    (
+      THREE,
+      "a large yellow triangle below a large blue square and a small red circle above "
+      "the large yellow triangle",
+    ),
+  ],
+)
 def test_true_captions(scene, caption):
   assert facts.check_caption(caption, scene) == (True, "ok")
 
 
-@pytest.mark.parametrize("scene, caption, reason", [
+@pytest.mark.parametrize(
+  "scene, caption, reason",
+  [
     (TWO, "a small green circle to the left of a large blue square", "wrong colour"),
     (TWO, "a large red circle to the left of a large blue square", "wrong size"),
     (TWO, "a small red square to the left of a large blue square", "wrong shape"),
@@ -91,12 +114,23 @@ def test_true_captions(scene, caption):
     (THREE, "a small red circle left of a large blue square", "not mentioned"),
     (TWO, "a small red circle and a large blue square", "connect"),
     (TWO, "there is a small red circle , a large blue square", "connect"),
-    (THREE, "a small red circle left of a large blue square and a large yellow triangle",
-     "connect"),
-    (THREE, "a small red circle left of a large blue square , and the small red circle above "
-            "the small red circle and a large yellow triangle", "false relation"),
-    (TWO, "a small red circle left of a large blue square and a small purple triangle below "
-          "the large blue square", "no 'small purple triangle'"),
+    (
+      THREE,
+      "a small red circle left of a large blue square and a large yellow triangle",
+      "connect",
+    ),
+    (
+      THREE,
+      "a small red circle left of a large blue square , and the small red circle above "
+      "the small red circle and a large yellow triangle",
+      "false relation",
+    ),
+    (
+      TWO,
+      "a small red circle left of a large blue square and a small purple triangle below "
+      "the large blue square",
+      "no 'small purple triangle'",
+    ),
     (ONE, "a small red circle left of a large blue square", "no 'large blue square'"),
     (ONE, "a small red circle left of the small red circle", "false relation"),
     (TWO, "a small red circle to the left of", "dangling relation"),
@@ -114,10 +148,14 @@ def test_true_captions(scene, caption):
     (ONE, "small red circle", "expected a mention"),
     (ONE, "a red circle", "incomplete mention"),
     (TWO, "a small red circle there is a large blue square", "unexpected words"),
-    (TWO, "a small red circle on a black background left of a large blue square",
-     "unexpected words"),
+    (
+      TWO,
+      "a small red circle on a black background left of a large blue square",
+      "unexpected words",
+    ),
     (TWO, "a small red circle to the left of on a black background", "dangling relation"),
-])
+  ],
+)
 def test_false_or_malformed_captions(scene, caption, reason):
   ok, why = facts.check_caption(caption, scene)
   assert not ok
@@ -133,15 +171,22 @@ def test_ambiguous_mention_is_wrong():
 
 def test_parse_caption_structure():
   parsed = facts.parse_caption(
-      "There is a small red circle left of a large blue square which is above "
-      "the large yellow triangle and a small green circle under the large yellow triangle.")
+    "There is a small red circle left of a large blue square which is above "
+    "the large yellow triangle and a small green circle under the large yellow triangle."
+  )
   assert [m.text() for m in parsed.mentions] == [
-      "small red circle", "large blue square", "large yellow triangle", "small green circle",
-      "large yellow triangle"]
+    "small red circle",
+    "large blue square",
+    "large yellow triangle",
+    "small green circle",
+    "large yellow triangle",
+  ]
   assert parsed.mentions[2].article == "the"
   assert parsed.statements == (
-      facts.Statement(0, "left", 1), facts.Statement(1, "above", 2),
-      facts.Statement(3, "below", 4))
+    facts.Statement(0, "left", 1),
+    facts.Statement(1, "above", 2),
+    facts.Statement(3, "below", 4),
+  )
   # The "," before "which is" is not a connector of the grammar.
   with pytest.raises(facts.CaptionParseError):
     facts.parse_caption("a small red circle , which is above a large blue square")
@@ -155,12 +200,12 @@ def test_parse_caption_raises(caption):
 
 def test_fact_accuracy_aggregates():
   predictions = {
-      1: "a small red circle",                                         # right
-      2: "a large red circle",                                         # wrong size
-      3: "a small red circle left of a large blue square",             # right
-      4: "a small red circle left of a large blue square which is above a large yellow "
-         "triangle",                                                   # right
-      5: "a small red circle and a large blue square and a large yellow triangle",  # unrelated
+    1: "a small red circle",  # right
+    2: "a large red circle",  # wrong size
+    3: "a small red circle left of a large blue square",  # right
+    4: "a small red circle left of a large blue square which is above a large yellow "
+    "triangle",  # right
+    5: "a small red circle and a large blue square and a large yellow triangle",  # unrelated
   }
   scenes = {1: ONE, 2: ONE, 3: TWO, 4: THREE, 5: THREE, 6: VERTICAL}
   result = facts.fact_accuracy(predictions, scenes)
@@ -172,8 +217,7 @@ def test_fact_accuracy_aggregates():
 
 
 def test_fact_accuracy_omits_absent_counts():
-  result = facts.fact_accuracy({7: "a large blue square left of a small red circle"},
-                               {7: TWO})
+  result = facts.fact_accuracy({7: "a large blue square left of a small red circle"}, {7: TWO})
   assert result == {"fact_accuracy": 0.0, "fact_accuracy_2obj": 0.0, "num_scored": 1}
 
 

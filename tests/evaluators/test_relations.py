@@ -15,10 +15,10 @@ def setup():
   generated = shapes.generate_split("val", 40, seed=2, image_size=32)
   images = generated.images.copy()
   images[:, 0, 0, 0] = np.arange(len(images))  # lets the fake models find the scene
-  split = datasets.CaptionSplit("val", images, generated.image_ids, generated.captions,
-                                list(generated.scenes))
-  tok = tokenizer_lib.Tokenizer.build([c for cs in generated.captions for c in cs],
-                                      vocab_size=100)
+  split = datasets.CaptionSplit(
+    "val", images, generated.image_ids, generated.captions, list(generated.scenes)
+  )
+  tok = tokenizer_lib.Tokenizer.build([c for cs in generated.captions for c in cs], vocab_size=100)
   return split, tok
 
 
@@ -40,10 +40,13 @@ class FakeModel:
     first = tf.py_function(self._first_logit, [inputs["image"], tokens], tf.float32)
     # Every word after the first is predicted with certainty (from the inputs), so captions
     # differ only in how likely their first word is.
-    following = tf.one_hot(tf.concat([tokens[:, 2:], tokens[:, -1:] * 0], 1),
-                           self.tok.vocab_size) * 30.0
-    first_word = tf.one_hot(tf.fill(tf.shape(tokens)[:1], self.tok.vocabulary.index("a")),
-                            self.tok.vocab_size) * first[:, None]  # [B, V]
+    following = (
+      tf.one_hot(tf.concat([tokens[:, 2:], tokens[:, -1:] * 0], 1), self.tok.vocab_size) * 30.0
+    )
+    first_word = (
+      tf.one_hot(tf.fill(tf.shape(tokens)[:1], self.tok.vocabulary.index("a")), self.tok.vocab_size)
+      * first[:, None]
+    )  # [B, V]
     return {"logits": tf.concat([first_word[:, None], following], 1)}  # [B, T, V]
 
 
@@ -69,8 +72,11 @@ def test_an_oracle_scores_one_and_a_left_sayer_scores_chance(setup):
   evaluator = relations.RelationEvaluator(split, tok, max_caption_length=12, batch_size=64)
   assert len(evaluator.truth) > 20
   oracle = evaluator.run(FakeModel(split, tok, _oracle))
-  assert oracle == {"relation_accuracy": 1.0, "relation_accuracy_horizontal": 1.0,
-                    "relation_accuracy_vertical": 1.0}
+  assert oracle == {
+    "relation_accuracy": 1.0,
+    "relation_accuracy_horizontal": 1.0,
+    "relation_accuracy_vertical": 1.0,
+  }
   left = evaluator.run(FakeModel(split, tok, lambda scene, w: _relation(w)[1] == "left"))
   # Every pair is scored in both orders, so "left" is right exactly half the time.
   assert left["relation_accuracy_horizontal"] == 0.5
@@ -82,10 +88,15 @@ def test_an_oracle_scores_one_and_a_left_sayer_scores_chance(setup):
 def test_scenes_are_required_and_single_objects_give_no_metrics(setup):
   split, tok = setup
   with pytest.raises(ValueError, match="scene ground truth"):
-    relations.RelationEvaluator(datasets.CaptionSplit("val", split.images, split.image_ids,
-                                                      split.captions), tok, 12, 8)
+    relations.RelationEvaluator(
+      datasets.CaptionSplit("val", split.images, split.image_ids, split.captions), tok, 12, 8
+    )
   single = [i for i, s in enumerate(split.scenes) if len(s) == 1]
-  ones = datasets.CaptionSplit("val", split.images[single], split.image_ids[single],
-                               [split.captions[i] for i in single],
-                               [split.scenes[i] for i in single])
+  ones = datasets.CaptionSplit(
+    "val",
+    split.images[single],
+    split.image_ids[single],
+    [split.captions[i] for i in single],
+    [split.scenes[i] for i in single],
+  )
   assert relations.RelationEvaluator(ones, tok, 12, 8).run(None) == {}

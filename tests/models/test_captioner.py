@@ -10,8 +10,16 @@ from captioning.models import encoders
 
 
 def small_captioner(**overrides):
-  kwargs = dict(vocab_size=20, encoder_widths=(8, 16), encoder_strides=(2, 2), embed_dim=16, hidden_dim=24,
-                attention_dim=12, dropout=0.3, output_bias=np.linspace(-1, 1, 20))
+  kwargs = dict(
+    vocab_size=20,
+    encoder_widths=(8, 16),
+    encoder_strides=(2, 2),
+    embed_dim=16,
+    hidden_dim=24,
+    attention_dim=12,
+    dropout=0.3,
+    output_bias=np.linspace(-1, 1, 20),
+  )
   kwargs.update(overrides)
   model = captioner.Captioner(**kwargs)
   model.build({"image": (None, 32, 32, 3), "tokens": (None, None)})
@@ -20,8 +28,10 @@ def small_captioner(**overrides):
 
 def inputs(batch=3, steps=6, seed=0):
   rng = np.random.RandomState(seed)
-  return {"image": rng.randint(0, 256, (batch, 32, 32, 3)).astype("uint8"),
-          "tokens": rng.randint(1, 20, (batch, steps)).astype("int32")}
+  return {
+    "image": rng.randint(0, 256, (batch, 32, 32, 3)).astype("uint8"),
+    "tokens": rng.randint(1, 20, (batch, steps)).astype("int32"),
+  }
 
 
 def test_output_shapes_and_attention():
@@ -51,8 +61,7 @@ def test_teacher_forcing_matches_step_by_step_decoding(coverage):
   projected = model.decoder.precompute(features)
   state = model.decoder.initial_state(features)
   for t in range(batch["tokens"].shape[1]):
-    logits, state, alpha, _ = model.decoder.step(batch["tokens"][:, t], state, features,
-                                                 projected)
+    logits, state, alpha, _ = model.decoder.step(batch["tokens"][:, t], state, features, projected)
     np.testing.assert_allclose(logits.numpy(), full["logits"].numpy()[:, t], atol=1e-4)
     np.testing.assert_allclose(alpha.numpy(), full["attention"].numpy()[:, t], atol=1e-5)
 
@@ -66,13 +75,17 @@ def test_dropout_only_in_training():
   assert not np.allclose(a, c)
 
 
-@pytest.mark.parametrize("coverage,blocks,gate,moments", [(False, 0, True, 0),
-                                                          (True, 0, True, 0),
-                                                          (False, 2, False, 0),
-                                                          (False, 0, True, 4)])
+@pytest.mark.parametrize(
+  "coverage,blocks,gate,moments",
+  [(False, 0, True, 0), (True, 0, True, 0), (False, 2, False, 0), (False, 0, True, 4)],
+)
 def test_keras_file_round_trip(tmp_path, coverage, blocks, gate, moments):
-  model = small_captioner(attention_coverage=coverage, encoder_blocks=blocks,
-                          attention_gate=gate, relative_keypoints=moments)
+  model = small_captioner(
+    attention_coverage=coverage,
+    encoder_blocks=blocks,
+    attention_gate=gate,
+    relative_keypoints=moments,
+  )
   batch = inputs()
   expected = model(batch)
   path = str(tmp_path / "captioner.keras")
@@ -138,8 +151,9 @@ def test_initial_state_sees_the_layout_with_moments():
   coords = tf.constant([[[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]]])
   layout = tf.concat([features, coords], -1)  # 4 locations, (row, column) last
   swapped = tf.concat([tf.reverse(features, [1]), coords], -1)  # same contents, moved
-  model = captioner.Captioner(vocab_size=5, embed_dim=4, hidden_dim=6, attention_dim=3,
-                              init_moments=True)
+  model = captioner.Captioner(
+    vocab_size=5, embed_dim=4, hidden_dim=6, attention_dim=3, init_moments=True
+  )
   model.decoder.build((None, 4, 8), (None, None))
   h = [model.decoder.initial_state(x)[0].numpy() for x in (layout, swapped)]
   assert np.abs(h[0] - h[1]).max() > 1e-4  # the mean is the same; the moments are not

@@ -73,9 +73,9 @@ def test_additive_attention_shapes_masks_and_round_trip():
   context, weights = layer(features, state)
   assert context.shape == (3, 8) and weights.shape == (3, 10)
   np.testing.assert_allclose(weights.numpy().sum(-1), 1.0, atol=1e-5)
-  np.testing.assert_allclose(context.numpy(),
-                             np.einsum("bl,blc->bc", weights.numpy(), features.numpy()),
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    context.numpy(), np.einsum("bl,blc->bc", weights.numpy(), features.numpy()), atol=1e-5
+  )
   mask = tf.constant(np.arange(10)[None, :] < np.array([[4], [10], [1]]))
   _, masked = layer(features, state, feature_mask=mask)
   assert np.all(masked.numpy()[0, 4:] == 0) and masked.numpy()[2, 0] == pytest.approx(1.0)
@@ -109,7 +109,11 @@ def test_append_coordinates():
   np.testing.assert_allclose(out[0, :, 0, 5], [-1, 0, 1])  # rows, top to bottom
   np.testing.assert_allclose(out[1, 0, :, 6], [-1, -1 / 3, 1 / 3, 1], atol=1e-6)  # columns
   assert round_trip(layers.AppendCoordinates()).compute_output_shape((None, 3, 4, 5)) == (
-      None, 3, 4, 7)
+    None,
+    3,
+    4,
+    7,
+  )
 
 
 def test_append_one_hot_coordinates():
@@ -119,7 +123,11 @@ def test_append_one_hot_coordinates():
   np.testing.assert_array_equal(out[0, 1, 2], [0, 0, 1, 0, 0, 1])  # row 1, column 2
   np.testing.assert_array_equal(out[0, 0, 0], [0, 1, 0, 1, 0, 0])
   assert layers.AppendCoordinates("one_hot").compute_output_shape((None, 2, 3, 1)) == (
-      None, 2, 3, 6)
+    None,
+    2,
+    3,
+    6,
+  )
   with pytest.raises(ValueError, match="encoding"):
     layers.AppendCoordinates("polar")
 
@@ -138,8 +146,9 @@ def test_transformer_encoder_block_mixes_locations_and_respects_masks():
   # ... unless location 5 is masked out as a key.
   key_mask = tf.constant([[True] * 5 + [False]] * 2)
   masked = layer(x, key_mask=key_mask).numpy()
-  np.testing.assert_allclose(layer(tf.constant(y), key_mask=key_mask).numpy()[:, :5],
-                             masked[:, :5], atol=1e-5)
+  np.testing.assert_allclose(
+    layer(tf.constant(y), key_mask=key_mask).numpy()[:, :5], masked[:, :5], atol=1e-5
+  )
 
 
 def test_transformer_encoder_block_round_trip_and_dropout():
@@ -186,8 +195,9 @@ def test_relative_keypoints_point_from_each_object_to_the_others():
   np.testing.assert_allclose(at_a[[0, 2]], 0.0, atol=1e-5)
   np.testing.assert_allclose(at_b[[1, 3]], 0.0, atol=1e-5)
   # A channel with no peak has its keypoint at the centre of the map.
-  np.testing.assert_allclose(identity_keypoints(2)(two_objects()).numpy()[0, 0, 0], [1, 1, 1, 1],
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    identity_keypoints(2)(two_objects()).numpy()[0, 0, 0], [1, 1, 1, 1], atol=1e-5
+  )
 
 
 def test_relative_keypoints_do_not_depend_on_where_the_pair_is_and_round_trip():
