@@ -2,14 +2,16 @@
 
     python benchmarks/train_throughput.py --config=configs/shapes_sat.py [--steps=50]
 
-Numbers: train steps/sec and examples/sec (after `--warmup` steps that trace the train step
-for each caption-length bucket),
-greedy-decoding images/sec, and the host's CPU count, for the record.
+The run is built exactly as training builds it (`trainer.TrainingRun.create`, in a temporary
+workdir), so the numbers are those of `scripts/train.py`: train steps/sec and examples/sec after
+`--warmup` steps that trace the train step for each caption-length bucket, decoding images/sec
+with the config's decoding and with greedy, and the host, for the record.
 """
 
 import json
 import os
 import platform
+import tempfile
 import time
 
 from absl import app
@@ -19,11 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from captioning import decoding
-from captioning import experiment
-from captioning import train
-from captioning.data import datasets
-from captioning.data import pipeline
-from captioning.data import tokenizer as tokenizer_lib
+from captioning import runtime
+from captioning import trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/shapes_sat.py", "Config file.")
 _STEPS = flags.DEFINE_integer("steps", 50, "Timed train steps.", lower_bound=1)
@@ -38,50 +37,39 @@ _OUTPUT = flags.DEFINE_string("output", None, "Also write the JSON here.")
 
 def main(argv):
   del argv
+  settings = runtime.setup_process()
   config = _CONFIG.value
-  train_split = datasets.load_split(config.data, "train", seed=config.seed)
-  tokenizer = tokenizer_lib.Tokenizer.build(
-    (c for caps in train_split.captions for c in caps), vocab_size=config.data.vocab_size
-  )
-  tokens = pipeline.encode_captions(train_split, tokenizer, config.data.max_caption_length)
-  strategy = train.create_strategy(config.train.strategy)
-  with strategy.scope():
-    model = experiment.build_model(config, tokenizer.vocab_size)
-    optimizer = experiment.build_optimizer(config.train)
-    optimizer.build(model.trainable_variables)
-  step_fn = train.make_train_step(model, optimizer, config, strategy, tokenizer.pad_id)
-  stream = pipeline.TrainStream(
-    train_split,
-    tokens,
-    config.train.batch_size,
-    config.seed,
-    length_multiple=config.data.bucket_length_multiple,
-  )
-  batches = iter(strategy.experimental_distribute_dataset(stream.dataset(0)))
-  lengths = set()
-  for step in range(_WARMUP.value):
-    lengths.add(stream.batch(step)["tokens"].shape[1])
-    step_fn(next(batches))["loss"].numpy()
-  start = time.perf_counter()
-  for _ in range(_STEPS.value):
-    out = step_fn(next(batches))
-  out["loss"].numpy()
-  train_seconds = time.perf_counter() - start
-
-  images = train_split.images[: config.eval.batch_size]
-  repeats = 3
-  decode_rates = {}
-  # The config's own decoding, and greedy for comparison.
-  for method in dict.fromkeys([config.decode.method, "greedy"]):
-    with config.unlocked():
-      config.decode.method = method
-    decoder = decoding.build_decoder(config.decode, model, tokenizer)
-    decoder(images)["tokens"].numpy()  # trace
+  with tempfile.TemporaryDirectory() as workdir:
+    run = trainer.TrainingRun.create(config, workdir)
+    batches = run.batches()
+    lengths = set()
+    for step in range(_WARMUP.value):
+      lengths.add(run.stream.batch(step)["tokens"].shape[1])
+      run.train_step(next(batches))["loss"].numpy()
     start = time.perf_counter()
-    for _ in range(repeats):
-      decoder(images)["tokens"].numpy()
-    name = "greedy" if method == "greedy" else f"beam{config.decode.beam_size}"
-    decode_rates[name] = repeats * len(images) / (time.perf_counter() - start)
+    for _ in range(_STEPS.value):
+      out = run.train_step(next(batches))
+    out["loss"].numpy()
+    train_seconds = time.perf_counter() - start
+
+    images = run.train_split.images[: config.eval.batch_size]
+    repeats = 3
+    decode_rates = {}
+    # The config's own decoding, and greedy for comparison.
+    for method in dict.fromkeys([config.decode.method, "greedy"]):
+      search = decoding.Search(
+        run.model,
+        run.tokenizer,
+        method=method,
+        max_length=config.decode.max_length,
+        beam_size=config.decode.beam_size,
+      )
+      search(images)["tokens"].numpy()  # trace
+      start = time.perf_counter()
+      for _ in range(repeats):
+        search(images)["tokens"].numpy()
+      name = "greedy" if method == "greedy" else f"beam{config.decode.beam_size}"
+      decode_rates[name] = repeats * len(images) / (time.perf_counter() - start)
 
   result = {
     "config": flags.FLAGS["config"].config_filename,
@@ -95,8 +83,7 @@ def main(argv):
     "machine": platform.machine(),
     "tensorflow": tf.__version__,
     "devices": [d.name for d in tf.config.list_logical_devices()],
-    # The package turns TensorFlow's BFC CPU allocator on (captioning/__init__.py).
-    "tf_cpu_allocator_use_bfc": os.environ.get("TF_CPU_ALLOCATOR_USE_BFC"),
+    "process_settings": settings,
   }
   text = json.dumps(result, indent=2)
   print(text)

@@ -3,12 +3,14 @@
 Layout:
   WORKDIR/config.json        the config the model was trained with
   WORKDIR/tokenizer.json     the vocabulary
+  WORKDIR/provenance.json    per (re)start of training: code revision, versions, process settings
   WORKDIR/checkpoints/       tf.train.CheckpointManager files (model, optimizer, step)
   WORKDIR/tensorboard/       train and eval summary writers
   WORKDIR/model.keras        the final model, loadable with keras.saving.load_model
-  WORKDIR/eval/SPLIT/        captions.json and metrics.json of `scripts/evaluate.py`
+  WORKDIR/eval/SPLIT/        the result files of `scripts/evaluate.py`
 """
 
+import datetime
 import json
 import os
 
@@ -16,6 +18,8 @@ import keras
 import ml_collections
 import tensorflow as tf
 
+from captioning import config_checks
+from captioning import runtime
 from captioning.data import tokenizer as tokenizer_lib
 from captioning.models import captioner
 
@@ -36,20 +40,37 @@ def checkpoint_dir(workdir):
   return os.path.join(workdir, "checkpoints")
 
 
-def _to_plain(config):
-  return json.loads(config.to_json()) if hasattr(config, "to_json") else dict(config)
-
-
-def save_config(config, workdir):
-  """Writes config.json atomically."""
-  path = config_path(workdir)
+def write_text(path, text):
+  """Writes a file atomically: a reader, or a run killed mid-write, never sees half of it."""
   with open(path + ".tmp", "w") as f:
-    f.write(config.to_json(indent=2, sort_keys=True))
+    f.write(text)
   os.replace(path + ".tmp", path)
 
 
+def write_json(path, payload):
+  """`write_text` of `payload` as indented JSON."""
+  write_text(path, json.dumps(payload, indent=2))
+
+
+def _flatten(tree, prefix=""):
+  """{"a": {"b": 1}} -> {"a.b": 1}, for listing differences between configs."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
 def load_config(workdir):
-  """Reads the config a workdir was trained with, as a locked ConfigDict."""
+  """Reads the config a workdir was trained with, as a locked ConfigDict.
+
+  Raises:
+    FileNotFoundError: `workdir` is not a training workdir.
+    ValueError: its config does not fit this version of the code (e.g. a workdir written
+      before the config sections were reorganised); its files are left untouched.
+  """
   path = config_path(workdir)
   if not os.path.exists(path):
     raise FileNotFoundError(
@@ -59,45 +80,71 @@ def load_config(workdir):
   with open(path) as f:
     config = ml_collections.ConfigDict(json.load(f))
   config.lock()
+  try:
+    config_checks.validate(config)
+  except (ValueError, AttributeError, KeyError, TypeError) as error:
+    raise ValueError(
+      f"{path} does not fit this version of captioning ({error}). Workdirs written before the "
+      "config layout of configs/shapes_sat.py (model.encoder / neck / decoder sections) "
+      "cannot be read; train again in a new --workdir."
+    ) from error
   return config
 
 
-def prepare_workdir(config, workdir):
-  """Creates the workdir, or checks that a previous run in it trained the same experiment.
+def check_workdir(config, workdir):
+  """Checks, without writing, that `config` may train in `workdir`.
 
   Raises:
     ValueError: the workdir holds a different data or model config, which would make resuming
-      mix two experiments (its checkpoints are left untouched).
+      mix two experiments (its files are left untouched).
   """
+  if not os.path.exists(config_path(workdir)):
+    return
+  old = _flatten(json.loads(load_config(workdir).to_json()))
+  new = _flatten(json.loads(config.to_json()))
+  diffs = [
+    f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+    for key in sorted(set(old) | set(new))
+    if key.split(".")[0] in _FROZEN_SECTIONS and old.get(key) != new.get(key)
+  ]
+  if diffs:
+    raise ValueError(
+      f"Workdir {workdir} was trained with a different config; refusing to resume from it. "
+      f"Use a new --workdir. Differences: {'; '.join(diffs)}"
+    )
+
+
+def save_workdir(config, tokenizer, workdir, start_step):
+  """Writes config.json and tokenizer.json, and appends this start to provenance.json."""
   os.makedirs(workdir, exist_ok=True)
-  if os.path.exists(config_path(workdir)):
-    old, new = _to_plain(load_config(workdir)), _to_plain(config)
-    diffs = [
-      f"{section}.{key}: {old.get(section, {}).get(key)!r} -> {value!r}"
-      for section in _FROZEN_SECTIONS
-      for key, value in new.get(section, {}).items()
-      if old.get(section, {}).get(key) != value
-    ]
-    if diffs:
-      raise ValueError(
-        f"Workdir {workdir} was trained with a different config; refusing to "
-        f"resume from it. Use a new --workdir. Differences: {'; '.join(diffs)}"
-      )
-  save_config(config, workdir)
+  write_text(config_path(workdir), config.to_json(indent=2, sort_keys=True))
+  if not os.path.exists(tokenizer_path(workdir)):
+    tokenizer.save(tokenizer_path(workdir))
+  path = os.path.join(workdir, "provenance.json")
+  runs = []
+  if os.path.exists(path):
+    with open(path) as f:
+      runs = json.load(f)
+  runs.append(
+    {
+      "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "start_step": int(start_step),
+      **runtime.provenance(),
+    }
+  )
+  write_json(path, runs)
 
 
 def load_or_build_tokenizer(workdir, train_split, data_config):
-  """Reads the workdir's tokenizer, or builds it from the training captions and saves it."""
+  """Reads the workdir's tokenizer, or builds one from the training captions (not saved here)."""
   path = tokenizer_path(workdir)
   if os.path.exists(path):
     return tokenizer_lib.Tokenizer.load(path)
-  tokenizer = tokenizer_lib.Tokenizer.build(
+  return tokenizer_lib.Tokenizer.build(
     (c for caps in train_split.captions for c in caps),
     vocab_size=data_config.vocab_size,
     min_count=data_config.min_count,
   )
-  tokenizer.save(path)
-  return tokenizer
 
 
 def build_model(config, vocab_size, output_bias=None):

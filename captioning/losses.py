@@ -51,3 +51,34 @@ def token_accuracy(targets, logits, mask):
   hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=targets.dtype), targets), tf.float32)
   weights = tf.cast(mask, tf.float32)
   return tf.reduce_sum(hits * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
+class CaptionLoss:
+  """The training loss `config.loss` describes; the section reaches it whole.
+
+  loss = masked cross-entropy (with label smoothing) + doubly_stochastic_weight * the doubly
+  stochastic attention penalty.
+
+  Args:
+    label_smoothing: target mass spread uniformly over the vocabulary, in [0, 1).
+    doubly_stochastic_weight: lambda of Xu et al.'s attention regulariser, >= 0.
+  """
+
+  def __init__(self, label_smoothing=0.0, doubly_stochastic_weight=0.0):
+    if not 0.0 <= label_smoothing < 1.0:
+      raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    if doubly_stochastic_weight < 0.0:
+      raise ValueError(f"doubly_stochastic_weight must be >= 0, got {doubly_stochastic_weight}")
+    self.label_smoothing = label_smoothing
+    self.doubly_stochastic_weight = doubly_stochastic_weight
+
+  def __call__(self, targets, outputs, mask):
+    """Scores the model's `outputs` (logits [B, T, V], attention [B, T, L]) on `targets` [B, T].
+
+    Returns:
+      (the loss to minimise, a dict of its named parts as float32 scalars).
+    """
+    ce, _ = masked_cross_entropy(targets, outputs["logits"], mask, self.label_smoothing)
+    penalty = doubly_stochastic_penalty(outputs["attention"], mask)
+    loss = ce + self.doubly_stochastic_weight * penalty
+    return loss, {"loss": loss, "cross_entropy": ce, "attention_penalty": penalty}

@@ -46,28 +46,35 @@ def samples_markdown(image_ids, predictions, references, finished=None):
   return "\n".join(rows)
 
 
-def write_caption_samples(writer, step, split, evaluator, feature_map_shape, num_samples, prefix):
-  """Writes sample captions (text) and their attention maps (images) from a CaptionEvaluator."""
-  n = min(num_samples, len(split))
-  if n == 0 or evaluator.attention is None:
-    return
-  ids = split.image_ids[:n]
+def write_caption_samples(
+  writer, step, prefix, split, predictions, attention, finished, feature_map_shape
+):
+  """Writes sample captions beside their references (text) and their attention maps (images).
+
+  Args:
+    writer: a tf.summary writer.
+    step: the training step.
+    prefix: the tag prefix, e.g. "val".
+    split: a CaptionSplit of the sampled images.
+    predictions: {image_id: caption}, covering the split.
+    attention: [N, T, L] attention of each decoding step, for the split's images in order.
+    finished: bool [N], False for captions cut at the length limit.
+    feature_map_shape: (H, W) of the grid the attention is over.
+  """
+  ids = split.image_ids
   with writer.as_default(step=step):
     tf.summary.text(
-      f"{prefix}/samples",
-      samples_markdown(ids, evaluator.predictions, split.references(), evaluator.finished[:n]),
+      f"{prefix}/samples", samples_markdown(ids, predictions, split.references(), finished)
     )
     pictures = []
-    for i in range(n):
-      words = tokenizer_lib.split_words(evaluator.predictions[int(ids[i])])
+    for i, image_id in enumerate(ids):
+      words = tokenizer_lib.split_words(predictions[int(image_id)])
       pictures.append(
-        attention_overlay(
-          split.images[i], evaluator.attention[i], feature_map_shape, len(words) + 1
-        )
+        attention_overlay(split.images[i], attention[i], feature_map_shape, len(words) + 1)
       )
     width = max(p.shape[1] for p in pictures)
     pictures = [np.pad(p, [(0, 0), (0, width - p.shape[1]), (0, 0)]) for p in pictures]
-    tf.summary.image(f"{prefix}/attention", np.stack(pictures), max_outputs=n)
+    tf.summary.image(f"{prefix}/attention", np.stack(pictures), max_outputs=len(ids))
 
 
 def write_scalars(writer, step, metrics, prefix):

@@ -28,11 +28,11 @@ def get_config(arg=None):
   config.data.max_objects = 2
   config.data.max_caption_length = 25  # the longest 2-object caption
 
-  config.model.encoder_widths = (16, 32, 48, 64)
-  config.model.encoder_strides = (2, 1, 2, 1)  # 32 px -> 8x8
-  config.model.embed_dim = 64
-  config.model.hidden_dim = 128
-  config.model.attention_dim = 64
+  config.model.encoder.widths = (16, 32, 48, 64)
+  config.model.encoder.strides = (2, 1, 2, 1)  # 32 px -> 8x8
+  config.model.decoder.embed_dim = 64
+  config.model.decoder.hidden_dim = 128
+  config.model.decoder.attention_dim = 64
 
   config.train.batch_size = 32
   config.train.num_steps = 800
@@ -45,6 +45,6 @@ def get_config(arg=None):
   config.decode.max_length = 25
   config.eval.num_examples = 200
   config.eval.batch_size = 200
-  config.eval.num_samples = 3
+  config.eval.evaluators.captions.num_samples = 3
   config.lock()
   return config

@@ -9,6 +9,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from captioning import runtime
 from captioning import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -21,6 +22,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  runtime.setup_process()
   logging.info("Config:\n%s", _CONFIG.value)
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

@@ -6,22 +6,30 @@ import pytest
 import tensorflow as tf
 
 from captioning import decoding
-from captioning.models import captioner
+import helpers
 
 END, PAD, START = 2, 0, 1
 
 
+class Ids:
+  start_id, end_id, pad_id = START, END, PAD
+
+
+def search(model, method="greedy", max_length=4, beam_size=1):
+  return decoding.Search(model, Ids(), method=method, max_length=max_length, beam_size=beam_size)
+
+
+def small_model(vocab, decoder=None, width=4):
+  return helpers.tiny_captioner(
+    vocab,
+    encoder={"widths": (width,), "strides": (2,)},
+    decoder={"embed_dim": 8, "hidden_dim": 8, "attention_dim": 4, **(decoder or {})},
+  )
+
+
 def model_that_says(words_then_end, vocab=12):
   """A captioner whose output bias forces a fixed word sequence regardless of the image."""
-  model = captioner.Captioner(
-    vocab_size=vocab,
-    encoder_widths=(4,),
-    encoder_strides=(2,),
-    embed_dim=8,
-    hidden_dim=8,
-    attention_dim=4,
-  )
-  model.build({"image": (None, 32, 32, 3), "tokens": (None, None)})
+  model = small_model(vocab)
   # Zero every logit weight and make the bias depend on the previous word via the embedding:
   # simplest is a bias favouring one word, so greedy repeats it.
   model.decoder.logits.kernel.assign(tf.zeros_like(model.decoder.logits.kernel))
@@ -33,43 +41,34 @@ def model_that_says(words_then_end, vocab=12):
 
 def test_batched_decode_shapes_and_attention():
   model = model_that_says(5)
-  decoder = decoding.GreedyDecoder(model, max_length=6, start_id=START, end_id=END)
   images = np.random.RandomState(0).randint(0, 255, (3, 32, 32, 3)).astype("uint8")
-  out = decoder(images)
+  out = search(model, max_length=6)(images)
   assert out["tokens"].shape == (3, 7)
   assert out["attention"].shape == (3, 7, 256)
   np.testing.assert_allclose(out["attention"].numpy().sum(-1), 1.0, atol=1e-5)
 
 
-def test_caption_that_never_ends_is_reported_unfinished():
+@pytest.mark.parametrize("method,beam_size", [("greedy", 1), ("beam", 3)])
+def test_caption_that_never_ends_is_reported_unfinished(method, beam_size):
   model = model_that_says(5)  # always word 5, never <end>
-  decoder = decoding.GreedyDecoder(model, max_length=4, start_id=START, end_id=END)
-  out = decoder(np.zeros([2, 32, 32, 3], np.uint8))
+  out = search(model, method, beam_size=beam_size)(np.zeros([2, 32, 32, 3], np.uint8))
   np.testing.assert_array_equal(out["tokens"].numpy(), [[5, 5, 5, 5, PAD]] * 2)
   assert not out["finished"].numpy().any()
 
 
-def test_caption_that_ends_stops_and_pads():
+@pytest.mark.parametrize("method,beam_size", [("greedy", 1), ("beam", 3)])
+def test_caption_that_ends_stops_and_pads(method, beam_size):
   model = model_that_says(END)
-  decoder = decoding.GreedyDecoder(model, max_length=4, start_id=START, end_id=END)
-  out = decoder(np.zeros([2, 32, 32, 3], np.uint8))
+  out = search(model, method, beam_size=beam_size)(np.zeros([2, 32, 32, 3], np.uint8))
   np.testing.assert_array_equal(out["tokens"].numpy(), [[END, PAD, PAD, PAD, PAD]] * 2)
   assert out["finished"].numpy().all()
   assert np.all(out["attention"].numpy()[:, 1:] == 0)  # nothing attended after <end>
 
 
 def test_greedy_matches_step_by_step_argmax():
-  model = captioner.Captioner(
-    vocab_size=15,
-    encoder_widths=(8,),
-    encoder_strides=(2,),
-    embed_dim=8,
-    hidden_dim=16,
-    attention_dim=8,
-  )
-  model.build({"image": (None, 32, 32, 3), "tokens": (None, None)})
+  model = small_model(15, decoder={"hidden_dim": 16, "attention_dim": 8}, width=8)
   images = np.random.RandomState(1).randint(0, 255, (4, 32, 32, 3)).astype("uint8")
-  out = decoding.GreedyDecoder(model, max_length=5, start_id=START, end_id=END)(images)
+  out = search(model, max_length=5)(images)
   # Re-score the decoded prefix with teacher forcing: each emitted word is the argmax.
   tokens = out["tokens"].numpy()
   inputs = np.concatenate([np.full([4, 1], START), tokens[:, :-1]], 1).astype("int32")
@@ -84,16 +83,9 @@ def test_greedy_matches_step_by_step_argmax():
 def random_model(seed=3):
   """A random captioner (with coverage state) whose captions end at varied lengths."""
   tf.keras.utils.set_random_seed(seed)
-  model = captioner.Captioner(
-    vocab_size=15,
-    encoder_widths=(8,),
-    encoder_strides=(2,),
-    embed_dim=8,
-    hidden_dim=16,
-    attention_dim=8,
-    attention_coverage=True,
+  model = small_model(
+    15, decoder={"hidden_dim": 16, "attention_dim": 8, "attention_coverage": True}, width=8
   )
-  model.build({"image": (None, 32, 32, 3), "tokens": (None, None)})
   model.decoder.logits.kernel.assign(model.decoder.logits.kernel * 8.0)  # sharper choices
   bias = np.zeros(15, np.float32)
   bias[END] = 1.0
@@ -117,12 +109,15 @@ def teacher_forced_log_prob(model, images, tokens):
 def test_beam_scores_are_the_captions_log_probabilities():
   model = random_model()
   images = np.random.RandomState(0).randint(0, 255, (6, 32, 32, 3)).astype("uint8")
-  greedy = decoding.GreedyDecoder(model, max_length=8, start_id=START, end_id=END)(images)
+  greedy = search(model, max_length=8)(images)
   assert greedy["finished"].numpy().all()
+  np.testing.assert_allclose(
+    greedy["log_prob"].numpy(),
+    teacher_forced_log_prob(model, images, greedy["tokens"].numpy()),
+    atol=1e-3,
+  )
   for beam_size in (1, 3):
-    beam = decoding.BeamSearchDecoder(
-      model, max_length=8, start_id=START, end_id=END, beam_size=beam_size
-    )(images)
+    beam = search(model, "beam", max_length=8, beam_size=beam_size)(images)
     tokens = beam["tokens"].numpy()
     # The reported score is the model's own probability of the returned caption, so the
     # beams' LSTM and coverage states were reordered along with their words.
@@ -137,26 +132,32 @@ def test_beam_scores_are_the_captions_log_probabilities():
     np.testing.assert_allclose(beam["attention"].numpy().sum(-1), emitted.astype(float), atol=1e-5)
 
 
-class MarkovCaptioner:
-  """A stand-in captioner whose next word depends only on the previous one (no image)."""
+class MarkovDecoder:
+  """A stand-in decoder whose next word depends only on the previous one (no image), written to
+  the decoder contract: batch-first memory and state, step -> (logits, state, outputs)."""
 
   def __init__(self, log_transitions):
     self.log_transitions = tf.constant(log_transitions, tf.float32)  # [V, V]
     self.vocab_size = log_transitions.shape[0]
-    self.decoder = self
+
+  def prepare(self, features):
+    return {"features": features}
+
+  def initial_state(self, memory):
+    return {"steps": tf.zeros([tf.shape(memory["features"])[0]], tf.int32)}
+
+  def step(self, tokens, state, memory):
+    alpha = tf.fill([tf.shape(tokens)[0], 4], 0.25)
+    state = {"steps": state["steps"] + 1}
+    return tf.gather(self.log_transitions, tokens), state, {"attention": alpha}
+
+
+class MarkovCaptioner:
+  def __init__(self, log_transitions):
+    self.decoder = MarkovDecoder(log_transitions)
 
   def encode(self, images, training=False):
     return tf.zeros([tf.shape(images)[0], 4, 2])
-
-  def precompute(self, features):
-    return features
-
-  def initial_state(self, features):
-    return [tf.zeros([tf.shape(features)[0], 1])]
-
-  def step(self, tokens, state, features, projected):
-    alpha = tf.fill([tf.shape(tokens)[0], 4], 0.25)
-    return tf.gather(self.log_transitions, tokens), state, alpha, None
 
 
 def test_beam_search_escapes_the_greedy_garden_path():
@@ -169,48 +170,27 @@ def test_beam_search_escapes_the_greedy_garden_path():
   probs[6:, END] = 1.0
   model = MarkovCaptioner(np.log(probs / probs.sum(1, keepdims=True)))
   images = np.zeros([2, 8, 8, 3], np.uint8)
-  greedy = decoding.GreedyDecoder(model, max_length=3, start_id=START, end_id=END)(images)
-  beam = decoding.BeamSearchDecoder(model, max_length=3, start_id=START, end_id=END, beam_size=2)(
-    images
-  )
+  greedy = search(model, max_length=3)(images)
+  beam = search(model, "beam", max_length=3, beam_size=2)(images)
   assert greedy["tokens"].numpy()[0, 0] == 4
   np.testing.assert_array_equal(beam["tokens"].numpy(), [[5, END, PAD, PAD]] * 2)
   np.testing.assert_allclose(beam["log_prob"].numpy(), np.log(0.4 * 0.95), rtol=1e-4)
   assert beam["log_prob"].numpy()[0] > greedy["log_prob"].numpy()[0] + 0.5
 
 
-def test_beam_caption_that_never_ends_is_reported_unfinished():
+def test_search_is_built_from_the_decode_section_and_bad_values_are_named():
   model = model_that_says(5)
-  out = decoding.BeamSearchDecoder(model, max_length=4, start_id=START, end_id=END, beam_size=3)(
-    np.zeros([2, 32, 32, 3], np.uint8)
-  )
-  np.testing.assert_array_equal(out["tokens"].numpy(), [[5, 5, 5, 5, PAD]] * 2)
-  assert not out["finished"].numpy().any()
-
-
-def test_beam_caption_that_ends_stops_and_pads():
-  model = model_that_says(END)
-  out = decoding.BeamSearchDecoder(model, max_length=4, start_id=START, end_id=END, beam_size=3)(
-    np.zeros([2, 32, 32, 3], np.uint8)
-  )
-  np.testing.assert_array_equal(out["tokens"].numpy(), [[END, PAD, PAD, PAD, PAD]] * 2)
-  assert out["finished"].numpy().all()
-
-
-def test_build_decoder_by_name_and_bad_beams():
-  model = model_that_says(5)
-
-  class Ids:
-    start_id, end_id, pad_id = START, END, PAD
-
   config = ml_collections.ConfigDict({"method": "beam", "max_length": 4, "beam_size": 3})
-  assert isinstance(decoding.build_decoder(config, model, Ids()), decoding.BeamSearchDecoder)
-  config.method = "greedy"
-  assert isinstance(decoding.build_decoder(config, model, Ids()), decoding.GreedyDecoder)
+  built = decoding.build_search(config, model, Ids())
+  assert (built.method, built.max_length, built.beam_size) == ("beam", 4, 3)
   config.method = "nucleus"
-  with pytest.raises(ValueError, match=r"decode\.method"):
-    decoding.build_decoder(config, model, Ids())
-  with pytest.raises(ValueError, match="beam_size"):
-    decoding.BeamSearchDecoder(model, 4, START, END, beam_size=0)
+  with pytest.raises(ValueError, match=r"config\.decode: method must be one of"):
+    decoding.build_search(config, model, Ids())
+  config.method = "greedy"
+  config.beam_size = 0
+  with pytest.raises(ValueError, match="beam_size must be >= 1"):
+    decoding.build_search(config, model, Ids())
   with pytest.raises(ValueError, match="vocabulary"):
-    decoding.BeamSearchDecoder(model, 4, START, END, beam_size=7)  # 12 words
+    search(model, "beam", beam_size=7)  # 12 words
+  with pytest.raises(ValueError, match=r"config\.decode\.length_penalty is not an argument"):
+    decoding.build_search({"method": "beam", "max_length": 4, "length_penalty": 0.6}, model, Ids())

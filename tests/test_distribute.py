@@ -19,13 +19,14 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 sys.path.insert(0, sys.argv[2])
 import helpers
 from captioning import train
+from captioning import trainer
 config = helpers.load_config("smoke", **{
     "train.strategy": "mirrored", "train.num_steps": 6, "train.log_every": 3,
     "train.batch_size": 8, "data.num_train": 200, "data.num_val": 8, "data.num_test": 8,
-    "data.num_compositional": 8, "eval.num_examples": 8, "eval.evaluators": ("perplexity",),
+    "data.num_compositional": 8, "eval.num_examples": 8, "eval.evaluators": {"perplexity": {}},
     "train.eval_every": 6})
 metrics = train.train_and_evaluate(config, sys.argv[1])
-strategy = train.create_strategy("mirrored")
+strategy = trainer.create_strategy("mirrored")
 print(json.dumps({"replicas": strategy.num_replicas_in_sync, **metrics}))
 """
 

@@ -8,9 +8,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from captioning import evaluate
+from captioning import experiment
 from captioning import train
 import helpers
 
@@ -119,16 +121,39 @@ def test_evaluate_with_another_decoding_keeps_the_default_results(trained):
   assert default["decode_method"] == report["decode_method"] == "beam"
 
 
-def test_saved_model_file_loads_and_captions(trained):
-  import keras  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
+# What the README says, in a fresh process: `import captioning.models`, then load_model.
+_LOAD = """
+import sys
+import keras
+import numpy as np
+import captioning.models
+model = keras.saving.load_model(sys.argv[1])
+batch = {"image": np.zeros([2, 32, 32, 3], np.uint8), "tokens": np.ones([2, 5], np.int32)}
+np.save(sys.argv[2], np.asarray(model(batch)["logits"]))
+"""
 
-  from captioning import experiment  # pylint: disable=g-import-not-at-top
 
+def test_saved_model_file_loads_in_a_fresh_process_and_matches_the_checkpoint(trained, tmp_path):
   workdir, _, _ = trained
-  model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
+  logits = str(tmp_path / "logits.npy")
+  env = dict(os.environ, PYTHONPATH=helpers.ROOT)
+  result = subprocess.run(
+    [sys.executable, "-c", _LOAD, os.path.join(workdir, "model.keras"), logits],
+    cwd=str(tmp_path),
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
   _, _, restored, _ = experiment.restore(workdir)
   batch = {"image": np.zeros([2, 32, 32, 3], np.uint8), "tokens": np.ones([2, 5], np.int32)}
-  np.testing.assert_allclose(
-    model(batch)["logits"].numpy(), restored(batch)["logits"].numpy(), atol=1e-5
-  )
+  np.testing.assert_allclose(np.load(logits), restored(batch)["logits"].numpy(), atol=1e-5)
+
+
+def test_workdir_records_where_the_model_came_from(trained):
+  workdir, _, _ = trained
+  with open(os.path.join(workdir, "provenance.json")) as f:
+    runs = json.load(f)
+  assert len(runs) == 1 and runs[0]["start_step"] == 0
+  assert runs[0]["tensorflow"] and runs[0]["keras"] and runs[0]["python"]

@@ -54,3 +54,22 @@ def test_token_accuracy_counts_only_real_tokens():
   targets = tf.constant([[1, 0, 1]])
   mask = tf.constant([[True, False, True]])
   assert float(losses.token_accuracy(targets, logits, mask)) == pytest.approx(0.5)
+
+
+def test_caption_loss_adds_the_weighted_penalty_and_checks_its_settings():
+  logits = tf.random.normal([2, 3, 5], seed=1)
+  attention = tf.nn.softmax(tf.random.normal([2, 3, 4], seed=2))
+  targets = tf.constant([[1, 2, 0], [3, 4, 2]])
+  mask = tf.not_equal(targets, 0)
+  outputs = {"logits": logits, "attention": attention}
+  loss, parts = losses.CaptionLoss(doubly_stochastic_weight=0.5)(targets, outputs, mask)
+  ce, _ = losses.masked_cross_entropy(targets, logits, mask)
+  penalty = losses.doubly_stochastic_penalty(attention, mask)
+  assert float(loss) == pytest.approx(float(ce) + 0.5 * float(penalty), rel=1e-6)
+  assert set(parts) == {"loss", "cross_entropy", "attention_penalty"}
+  smoothed, _ = losses.CaptionLoss(label_smoothing=0.1)(targets, outputs, mask)
+  assert float(smoothed) != pytest.approx(float(ce))
+  with pytest.raises(ValueError, match="label_smoothing"):
+    losses.CaptionLoss(label_smoothing=1.0)
+  with pytest.raises(ValueError, match="doubly_stochastic_weight"):
+    losses.CaptionLoss(doubly_stochastic_weight=-1.0)

@@ -11,6 +11,7 @@ import pytest
 
 from captioning import experiment
 from captioning import train
+from captioning import trainer
 import helpers
 
 TINY = {
@@ -23,16 +24,16 @@ TINY = {
   "data.num_test": 20,
   "data.num_compositional": 20,
   "eval.num_examples": 20,
-  "eval.evaluators": ("perplexity",),
+  "eval.evaluators": {"perplexity": {}},
   "train.warmup_steps": 5,
-  "model.doubly_stochastic_weight": 1.0,
+  "loss.doubly_stochastic_weight": 1.0,
   "data.bucket_length_multiple": 0,
 }  # one batch shape: one trace of the train step
 
 
 def interrupt_after(monkeypatch, num_calls):
   """Makes the train step raise KeyboardInterrupt (like Ctrl-C) on call `num_calls` + 1."""
-  make = train.make_train_step
+  make = trainer.make_train_step
 
   def make_interruptible(*args, **kwargs):
     step_fn, calls = make(*args, **kwargs), []
@@ -45,7 +46,7 @@ def interrupt_after(monkeypatch, num_calls):
 
     return interruptible
 
-  monkeypatch.setattr(train, "make_train_step", make_interruptible)
+  monkeypatch.setattr(trainer, "make_train_step", make_interruptible)
 
 
 def test_interrupted_run_resumes_on_course(tmp_path, monkeypatch):
@@ -79,36 +80,85 @@ def test_workdir_with_another_model_is_not_overwritten(tmp_path):
   workdir = str(tmp_path / "w")
   train.train_and_evaluate(helpers.load_config(**dict(TINY, **{"train.num_steps": 5})), workdir)
   before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
-  other = helpers.load_config(**dict(TINY, **{"model.hidden_dim": 32}))
-  with pytest.raises(ValueError, match=r"model\.hidden_dim"):
+  other = helpers.load_config(**dict(TINY, **{"model.decoder.hidden_dim": 32}))
+  with pytest.raises(ValueError, match=r"model\.decoder\.hidden_dim: 128 -> 32"):
     train.train_and_evaluate(other, workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
-  assert experiment.load_config(workdir).model.hidden_dim != 32
+  assert experiment.load_config(workdir).model.decoder.hidden_dim == 128
 
 
 @pytest.mark.parametrize(
   "key,value,message",
   [
-    ("train.batch_size", 0, "train.batch_size"),
-    ("train.learning_rate", -1.0, "train.learning_rate"),
-    ("train.strategy", "tpuv9", "train.strategy"),
-    ("train.mixed_precision", "mixed_float8", "train.mixed_precision"),
-    ("model.dropout", 1.5, "model.dropout"),
-    ("data.image_size", 8, "data.image_size"),
-    ("data.name", "imagenet21k", "Unknown dataset"),
-    ("decode.method", "sampling", "decode.method"),
-    ("eval.evaluators", ("bleu5",), "eval.evaluators"),
-    ("train.curriculum_steps", -5, "train.curriculum_steps"),
-    ("train.curriculum_max_objects", -1, "train.curriculum_max_objects"),
-    ("decode.beam_size", 0, "decode.beam_size"),
+    ("train.batch_size", 0, r"train\.batch_size"),
+    ("train.learning_rate", -1.0, r"train\.learning_rate"),
+    ("train.strategy", "tpuv9", r"train\.strategy"),
+    ("train.mixed_precision", "mixed_float8", r"train\.mixed_precision"),
+    ("model.decoder.dropout", 1.5, r"config\.model\.decoder: dropout must be in"),
+    ("model.decoder.hidden_dim", 0, r"config\.model\.decoder: hidden_dim must be"),
+    ("model.neck.blocks", -1, r"config\.model\.neck: blocks must be"),
+    ("model.neck.position_channels", "one_hot", r"init_moments needs config\.model\.neck"),
+    ("model.encoder.name", "vgg", r"unknown config\.model\.encoder\.name 'vgg'"),
+    ("model.encoder.strides", (2,), r"config\.model\.encoder: encoder strides"),
+    ("model.decoder", {"name": "sat_lstm", "embed_dim": 8, "hidden_dim": 8}, "lacks attention"),
+    ("model.decoder.num_layers", 1, r"config\.model\.decoder\.num_layers is not an argument"),
+    ("data.image_size", 8, r"data\.image_size"),
+    ("data.name", "imagenet21k", r"unknown config\.data\.name 'imagenet21k'"),
+    ("data.annotations", "x.json", r"config\.data\.annotations is not an argument"),
+    ("data.max_objects", 4, r"config\.data: min_objects and max_objects must be in"),
+    ("loss.label_smoothing", 1.0, r"config\.loss: label_smoothing must be in"),
+    ("loss.lambda", 1.0, r"config\.loss\.lambda is not an argument of CaptionLoss"),
+    ("decode.method", "sampling", r"decode\.method"),
+    ("decode.beam_size", 0, r"decode\.beam_size"),
+    ("eval.evaluators", {"bleu5": {}}, r"unknown config\.eval\.evaluators 'bleu5'"),
+    ("eval.evaluators.captions.metrics", ("SPICE",), r"captions: Unknown metric"),
+    ("eval.evaluators.relations.max_pair", 9, r"relations\.max_pair is not an argument"),
+    ("eval.evaluators.captions.batch_size", 9, "is set by the code"),
+    ("curriculum.steps", -5, r"curriculum\.steps"),
+    ("curriculum.max_objects", -1, "min_objects and max_objects must satisfy"),
+    ("curriculum.max_words", 3, r"config\.curriculum: min_words and max_words must"),
   ],
 )
 def test_bad_config_values_fail_early_with_the_key_named(tmp_path, key, value, message):
   config = helpers.load_config(**TINY)
-  config[key.split(".")[0]][key.split(".")[1]] = value
+  if key.startswith("eval.evaluators."):  # TINY runs only perplexity
+    config.eval.evaluators = helpers.load_config().eval.evaluators
+  *parents, field = key.split(".")
+  node = config
+  for parent in parents:
+    node = node[parent]
+  with config.unlocked():
+    node[field] = value
+  # The workdir of an earlier run is left as it was: nothing is written before all is built.
+  workdir = tmp_path / "w"
+  workdir.mkdir()
   with pytest.raises(ValueError, match=message):
-    train.train_and_evaluate(config, str(tmp_path / "w"))
-  assert not os.path.exists(str(tmp_path / "w" / "checkpoints"))
+    train.train_and_evaluate(config, str(workdir))
+  assert not os.listdir(workdir)
+
+
+def test_a_dataset_refuses_evaluators_it_has_no_ground_truth_for():
+  from captioning import evaluators  # pylint: disable=import-outside-toplevel
+  from captioning.data import datasets  # pylint: disable=import-outside-toplevel
+
+  class CaptionsOnly(datasets.Dataset):
+    pass
+
+  evaluators.check({"captions": {}, "perplexity": {}}, CaptionsOnly)
+  with pytest.raises(ValueError, match=r"evaluators\.relations does not apply to the dataset"):
+    evaluators.check({"relations": {}}, CaptionsOnly)
+
+
+def test_every_config_key_is_read():
+  from captioning import config_checks  # pylint: disable=import-outside-toplevel
+
+  for name in ("shapes_sat", "smoke"):
+    config = helpers.load_config(name)
+    config_checks.validate(config)  # every key reaches the code that takes it
+    with config.unlocked():
+      config.train.unused = 1
+    with pytest.raises(ValueError, match=r"config\.train has keys no code reads: \['unused'\]"):
+      config_checks.validate(config)
 
 
 def test_config_typos_fail_loudly():

@@ -1,36 +1,55 @@
-"""Captioning datasets chosen by `config.data.name`, loaded as in-memory splits.
+"""Captioning datasets chosen by `config.data.name`, each giving splits of the same form.
 
-Every dataset yields the same `CaptionSplit`, so the input pipeline, training and evaluation do
-not care where the images came from.
+A dataset owns what only it has: its split names, the evaluators that make sense for it, how it
+scores a caption beyond the COCO metrics (fact accuracy on `shapes`) and which training pairs a
+curriculum may start from. Generic code (the input pipeline, training, evaluation) asks the
+dataset and never branches on which one it is.
+
+Adding a dataset: write its module (a `Dataset` subclass, and a `CaptionSplit` subclass if its
+images carry more ground truth), add one line to `DATASETS`, and write a config.
 """
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 
-from captioning.data import shapes
+from captioning import registry
 
-SPLITS = ("train", "val", "test", "compositional")
+# The keys of `config.data` that the generic pipeline reads; every other key of the section
+# reaches the dataset's constructor.
+PIPELINE_KEYS = (
+  "name",
+  "image_size",
+  "max_caption_length",
+  "vocab_size",
+  "min_count",
+  "bucket_length_multiple",
+)
+
+DATASETS = registry.Registry(
+  "config.data.name",
+  {"shapes": "captioning.data.shapes.dataset:ShapesDataset"},
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class CaptionSplit:
-  """One split of a captioning dataset.
+  """One split of a captioning dataset, in memory.
 
   Attributes:
     name: the split name.
     images: uint8 [N, S, S, 3].
     image_ids: int64 [N], unique within the dataset.
     captions: N lists of reference captions.
-    scenes: per-image ground truth for fact checking (`shapes` only), else None.
   """
+
+  # The fields that hold one entry per image, in order; subclasses add theirs.
+  PER_IMAGE = ("images", "image_ids", "captions")
 
   name: str
   images: np.ndarray
   image_ids: np.ndarray
   captions: list
-  scenes: list | None = None
 
   def __len__(self):
     return len(self.image_ids)
@@ -39,65 +58,110 @@ class CaptionSplit:
     """{image_id: [reference captions]}, the form the caption metrics take."""
     return {int(i): list(c) for i, c in zip(self.image_ids, self.captions)}
 
-  def scene_by_id(self) -> dict[int, Any]:
-    if self.scenes is None:
-      return {}
-    return {int(i): s for i, s in zip(self.image_ids, self.scenes)}
-
   def take(self, n):
     """The first `n` images of the split (all of them when n is None or too large)."""
     n = len(self) if n is None else min(int(n), len(self))
-    return dataclasses.replace(
-      self,
-      images=self.images[:n],
-      image_ids=self.image_ids[:n],
-      captions=self.captions[:n],
-      scenes=None if self.scenes is None else self.scenes[:n],
-    )
+    return dataclasses.replace(self, **{f: getattr(self, f)[:n] for f in self.PER_IMAGE})
+
+  def score_captions(self, predictions):
+    """Scores beyond the COCO metrics that this dataset's ground truth allows.
+
+    Args:
+      predictions: {image_id: generated caption}.
+
+    Returns:
+      A dict of named numbers; empty for datasets with captions as their only ground truth.
+    """
+    del predictions
+    return {}
 
 
-def _load_shapes(data_config, split, seed):
-  sizes = {
-    "train": data_config.num_train,
-    "val": data_config.num_val,
-    "test": data_config.num_test,
-    "compositional": data_config.num_compositional,
-  }
-  generated = shapes.generate_split(
-    split,
-    sizes[split],
-    seed=seed,
-    image_size=data_config.image_size,
-    min_objects=data_config.min_objects,
-    max_objects=data_config.max_objects,
-    held_out_pairs=tuple(tuple(p) for p in data_config.held_out_pairs),
+class Dataset:
+  """A captioning dataset: named splits, and what only this dataset knows.
+
+  Subclasses set `SPLITS` (the first is the training split, the second the one evaluated during
+  training) and `EVALUATORS`, take their own settings as keyword arguments (the keys of
+  `config.data` beyond `PIPELINE_KEYS`) and implement `load`.
+
+  Args:
+    image_size: the side of the square images the pipeline feeds the model.
+    seed: the experiment seed.
+  """
+
+  SPLITS = ("train", "val", "test")
+  # Evaluators (captioning.evaluators) that make sense for this dataset's ground truth.
+  EVALUATORS = ("perplexity", "captions")
+
+  def __init__(self, *, image_size, seed):
+    self.image_size = int(image_size)
+    self.seed = int(seed)
+
+  @property
+  def train_split(self):
+    return self.SPLITS[0]
+
+  @property
+  def eval_split(self):
+    return self.SPLITS[1]
+
+  def split(self, name):
+    """Loads split `name` as a CaptionSplit."""
+    if name not in self.SPLITS:
+      raise ValueError(
+        f"Unknown split {name!r} of dataset {type(self).__name__}; it has {list(self.SPLITS)}."
+      )
+    return self.load(name)
+
+  def load(self, name):
+    raise NotImplementedError
+
+  def curriculum_pairs(self, split, words, *, min_words, max_words):
+    """Which (image, caption) pairs a curriculum's first steps train on.
+
+    Args:
+      split: the training CaptionSplit.
+      words: int [N, K], the number of words of each image's captions.
+      min_words, max_words: the caption lengths allowed, in words.
+
+    Returns:
+      bool [N, K].
+    """
+    del split
+    if not 0 <= min_words <= max_words:
+      raise ValueError(
+        f"min_words and max_words must satisfy 0 <= min <= max, got {min_words} and {max_words}"
+      )
+    return (words >= min_words) & (words <= max_words)
+
+
+def dataset_section(data_config):
+  """The keys of `config.data` that reach the dataset's constructor."""
+  return {k: v for k, v in data_config.items() if k not in PIPELINE_KEYS}
+
+
+def check(data_config):
+  """Raises ValueError if `config.data` names no dataset or has keys it does not take."""
+  cls = DATASETS.get(data_config["name"])
+  registry.check_section(
+    cls, dataset_section(data_config), "config.data", provided=("image_size", "seed")
   )
-  return CaptionSplit(
-    split,
-    generated.images,
-    generated.image_ids.astype(np.int64),
-    generated.captions,
-    list(generated.scenes),
-  )
+  return cls
 
 
-_LOADERS = {"shapes": _load_shapes}
-
-
-def load_split(data_config, split, *, seed=0):
-  """Loads `split` of the dataset named by `data_config.name`.
+def create(data_config, seed):
+  """Builds the dataset `config.data` describes.
 
   Args:
     data_config: the `data` section of a config.
-    split: one of SPLITS.
-    seed: the experiment seed (`shapes` derives its images from it).
+    seed: the experiment seed.
 
   Returns:
-    A CaptionSplit.
+    A `Dataset`.
   """
-  if split not in SPLITS:
-    raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}")
-  name = data_config.name
-  if name not in _LOADERS:
-    raise ValueError(f"Unknown dataset {name!r} (config.data.name); available: {sorted(_LOADERS)}")
-  return _LOADERS[name](data_config, split, seed)
+  return registry.call_with_section(
+    check(data_config),
+    dataset_section(data_config),
+    "config.data",
+    image_size=data_config["image_size"],
+    seed=seed,
+  )

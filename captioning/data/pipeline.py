@@ -49,12 +49,11 @@ class TrainStream:
   "under"), so each batch would pull the word statistics its own way.
 
   With a curriculum (`curriculum_steps` > 0), the first `curriculum_steps` steps draw only from
-  the pairs whose caption has `curriculum_min_words` to `curriculum_max_words` words and, when
-  `curriculum_max_objects` > 0, whose scene has `curriculum_min_objects` to
-  `curriculum_max_objects` objects (datasets with scenes, i.e. `shapes`), in epochs of their
-  own; the steps after that draw from every pair, exactly as a stream without curriculum does
-  from its step 0 (Bengio et al. 2009; "baby steps", Spitkovsky et al. 2010). On `shapes`,
-  2-object scenes state exactly one relation (docs/results.md has what each curriculum did).
+  the pairs that `curriculum_pairs` marks (chosen by the dataset from `config.curriculum`: by
+  caption length, and on `shapes` by number of objects), in epochs of their own; the steps after
+  that draw from every pair, exactly as a stream without curriculum does from its step 0 (Bengio
+  et al. 2009; "baby steps", Spitkovsky et al. 2010). docs/results.md has what each curriculum
+  did.
 
   Args:
     split: a CaptionSplit.
@@ -63,11 +62,8 @@ class TrainStream:
     seed: shuffling seed.
     length_multiple: batch lengths are multiples of this; 0 keeps the full length T.
     bucket_window: how many batches' worth of pairs are grouped by length at a time.
-    curriculum_steps: how many first steps train on short captions only; 0 for none.
-    curriculum_min_words: the shortest caption (in words) of the curriculum.
-    curriculum_max_words: the longest caption (in words) of the curriculum.
-    curriculum_min_objects: the fewest objects of a curriculum scene.
-    curriculum_max_objects: the most objects of a curriculum scene; 0 ignores object counts.
+    curriculum_steps: how many first steps train on the curriculum's pairs only; 0 for none.
+    curriculum_pairs: bool [N, K], the pairs of the curriculum (needed when curriculum_steps > 0).
   """
 
   def __init__(
@@ -79,10 +75,7 @@ class TrainStream:
     length_multiple=8,
     bucket_window=32,
     curriculum_steps=0,
-    curriculum_min_words=0,
-    curriculum_max_words=0,
-    curriculum_min_objects=0,
-    curriculum_max_objects=0,
+    curriculum_pairs=None,
   ):
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -100,24 +93,13 @@ class TrainStream:
     # Each stage: the pairs it draws from. Stage 0 is the curriculum, if any.
     self._stage_pairs = [np.arange(self.num_pairs)]
     if self.curriculum_steps > 0:
-      words = self.lengths - 2  # without <start> and <end>
-      chosen = (words >= curriculum_min_words) & (words <= curriculum_max_words)
-      wanted = f"{curriculum_min_words} to {curriculum_max_words} words"
-      if curriculum_max_objects:
-        if split.scenes is None:
-          raise ValueError(
-            f"train.curriculum_max_objects needs a dataset with scenes (shapes); "
-            f"split {split.name!r} has none"
-          )
-        objects = np.repeat([len(scene) for scene in split.scenes], tokens.shape[1])
-        chosen &= (objects >= curriculum_min_objects) & (objects <= curriculum_max_objects)
-        wanted += f" and {curriculum_min_objects} to {curriculum_max_objects} objects"
-      chosen = np.flatnonzero(chosen)
+      if curriculum_pairs is None or np.shape(curriculum_pairs) != tokens.shape[:2]:
+        raise ValueError(f"curriculum_pairs must be a bool array of shape {tokens.shape[:2]}")
+      chosen = np.flatnonzero(np.asarray(curriculum_pairs).reshape(-1))
       if len(chosen) < batch_size:
         raise ValueError(
-          f"Only {len(chosen)} training captions have {wanted} (train.curriculum_min_words, "
-          f"curriculum_max_words, curriculum_min_objects, curriculum_max_objects), fewer "
-          f"than one batch of {batch_size}"
+          f"Only {len(chosen)} training captions fit the curriculum (config.curriculum), "
+          f"fewer than one batch of {batch_size}"
         )
       self._stage_pairs.insert(0, chosen)
     if self.num_pairs < batch_size:

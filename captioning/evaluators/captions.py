@@ -1,15 +1,18 @@
-"""Decoded-caption quality: COCO caption metrics and, on `shapes`, fact accuracy."""
+"""Decoded-caption quality: the COCO caption metrics and the dataset's own caption scores."""
 
-import ml_collections
+import os
+
 import numpy as np
 
 from captioning import decoding
+from captioning import experiment
+from captioning import summaries
 from captioning.data import pipeline
+from captioning.evaluators import base
 from captioning.evaluators import coco_metrics
-from captioning.evaluators import facts
 
 
-def decode_split(decoder, tokenizer, split, batch_size):
+def decode_split(search, tokenizer, split, batch_size):
   """Decodes every image of a split.
 
   Returns:
@@ -17,7 +20,7 @@ def decode_split(decoder, tokenizer, split, batch_size):
   """
   predictions, attention, finished = {}, [], []
   for batch in pipeline.image_batches(split, batch_size):
-    out = decoder(batch["image"])
+    out = search(batch["image"])
     for image_id, caption in zip(batch["image_id"], tokenizer.decode_batch(out["tokens"].numpy())):
       predictions[int(image_id)] = caption
     attention.append(out["attention"].numpy().astype(np.float32))
@@ -25,65 +28,92 @@ def decode_split(decoder, tokenizer, split, batch_size):
   return predictions, np.concatenate(attention), np.concatenate(finished)
 
 
-class CaptionEvaluator:
+class CaptionEvaluator(base.Evaluator):
   """Decodes a split and scores the captions against its references.
 
   The scores are those of real decoded captions (never teacher-forced), computed at corpus level
-  with pycocoevalcap's PTB tokenizer and scorers, so they compare with published numbers.
+  with pycocoevalcap's PTB tokenizer and scorers, so they compare with published numbers; the
+  dataset adds what its ground truth allows (`CaptionSplit.score_captions`, e.g. fact accuracy
+  on `shapes`).
 
   Args:
     split: a CaptionSplit.
     tokenizer: the workdir's tokenizer.
-    max_decode_length: the most words a caption may have.
-    decode_method: "greedy" or "beam" (see `decoding.build_decoder`).
-    beam_size: hypotheses per image of beam search.
+    decode: the `config.decode` section (see `decoding.Search`).
     batch_size: images per decoding batch.
     jit_compile: compile decoding with XLA.
-    caption_metrics: which pycocoevalcap metrics to compute (all by default).
+    metrics: which pycocoevalcap metrics to compute.
+    num_samples: captions and attention maps written to TensorBoard.
   """
 
   def __init__(
     self,
     split,
     tokenizer,
-    max_decode_length,
+    decode,
     batch_size,
     jit_compile=False,
-    caption_metrics=coco_metrics.SUPPORTED_METRICS,
-    decode_method="greedy",
-    beam_size=1,
-    **unused,
+    metrics=coco_metrics.SUPPORTED_METRICS,
+    num_samples=6,
   ):
-    del unused
-    self.caption_metrics = tuple(caption_metrics)
+    self.metrics = coco_metrics.check_metrics(metrics)
+    if num_samples < 0:
+      raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+    self.num_samples = num_samples
     self.split = split
     self.tokenizer = tokenizer
-    self.decode = ml_collections.ConfigDict(
-      {"method": decode_method, "max_length": max_decode_length, "beam_size": beam_size}
-    )
+    self.decode = dict(decode)
     self.batch_size = batch_size
     self.jit_compile = jit_compile
-    self._decoder = None
-    # What the last `run` produced, kept for summaries and result files.
+    self._search = None
+    # What the last `run` produced, for summaries and result files.
     self.predictions, self.attention, self.finished = {}, None, None
-    self.warnings, self.tokenizer_name, self.skipped = [], None, {}
+    self.scored, self.feature_map_shape = None, None
 
   def run(self, model):
-    """Returns COCO metrics, fact accuracy (on `shapes`) and the share of unfinished captions."""
-    if self._decoder is None or self._decoder.model is not model:
-      self._decoder = decoding.build_decoder(
+    """Returns COCO metrics, the dataset's caption scores and the share of unfinished captions."""
+    if self._search is None or self._search.model is not model:
+      self._search = decoding.build_search(
         self.decode, model, self.tokenizer, jit_compile=self.jit_compile
       )
+    self.feature_map_shape = model.feature_map_shape
     self.predictions, self.attention, self.finished = decode_split(
-      self._decoder, self.tokenizer, self.split, self.batch_size
+      self._search, self.tokenizer, self.split, self.batch_size
     )
-    scored = coco_metrics.compute_caption_metrics(
-      self.predictions, self.split.references(), metrics=self.caption_metrics
+    self.scored = coco_metrics.compute_caption_metrics(
+      self.predictions, self.split.references(), metrics=self.metrics
     )
-    self.warnings, self.tokenizer_name = list(scored.warnings), scored.tokenizer
-    self.skipped = dict(scored.skipped)
-    metrics = dict(scored.scores)
-    if self.split.scenes is not None:
-      metrics.update(facts.fact_accuracy(self.predictions, self.split.scene_by_id()))
+    metrics = dict(self.scored.scores)
+    metrics.update(self.split.score_captions(self.predictions))
     metrics["unfinished_captions"] = float(1.0 - np.mean(self.finished))
     return metrics
+
+  def write_summaries(self, writer, step, prefix):
+    """Sample captions beside their references (text) and their attention maps (images)."""
+    n = min(self.num_samples, len(self.split))
+    if n and self.attention is not None:
+      summaries.write_caption_samples(
+        writer,
+        step,
+        prefix,
+        self.split.take(n),
+        self.predictions,
+        self.attention[:n],
+        self.finished[:n],
+        self.feature_map_shape,
+      )
+
+  def write_results(self, out_dir):
+    """captions.json in the COCO results format, [{"image_id", "caption"}]."""
+    experiment.write_json(
+      os.path.join(out_dir, "captions.json"),
+      [{"image_id": i, "caption": c} for i, c in self.predictions.items()],
+    )
+
+  def report(self):
+    return {
+      "decode_method": self.decode["method"],
+      "beam_size": self.decode["beam_size"],
+      "tokenizer": self.scored.tokenizer if self.scored else None,
+      "skipped_metrics": dict(self.scored.skipped) if self.scored else {},
+    }

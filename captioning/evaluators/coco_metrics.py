@@ -177,7 +177,7 @@ def compute_caption_metrics(
   Raises:
     ValueError: if the inputs are empty, malformed, or name an unknown metric.
   """
-  metrics = _validate_metrics(metrics)
+  metrics = check_metrics(metrics)
   image_ids = _validate_captions(predictions, references)
   no_java_reason = "use_java=False was passed"
   if use_java is None:
@@ -254,8 +254,8 @@ def compute_caption_metrics(
   return CaptionMetrics(scores=scores, tokenizer=tokenizer, skipped=skipped, warnings=warnings)
 
 
-def _validate_metrics(metrics):
-  """Returns `metrics` as a tuple after checking every name is supported."""
+def check_metrics(metrics):
+  """Returns `metrics` as a tuple after checking every name is supported (raises ValueError)."""
   if isinstance(metrics, str):
     metrics = (metrics,)
   metrics = tuple(metrics)

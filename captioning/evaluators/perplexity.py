@@ -10,9 +10,10 @@ import tensorflow as tf
 
 from captioning import losses
 from captioning.data import pipeline
+from captioning.evaluators import base
 
 
-class PerplexityEvaluator:
+class PerplexityEvaluator(base.Evaluator):
   """Mean token cross-entropy, perplexity and teacher-forced token accuracy.
 
   Args:
@@ -22,8 +23,7 @@ class PerplexityEvaluator:
     batch_size: pairs per batch.
   """
 
-  def __init__(self, split, tokenizer, max_caption_length, batch_size, **unused):
-    del unused
+  def __init__(self, split, tokenizer, max_caption_length, batch_size):
     self.split = split
     self.tokens = pipeline.encode_captions(split, tokenizer, max_caption_length)
     self.batch_size = batch_size
@@ -31,7 +31,6 @@ class PerplexityEvaluator:
     self._score, self._score_model = None, None  # compiled once per model
 
   def _make_score(self, model):
-
     @tf.function
     def score(batch):
       inputs, targets = batch["tokens"][:, :-1], batch["tokens"][:, 1:]

@@ -1,11 +1,23 @@
-"""The captioner: encoder -> feature sequence -> attention decoder, as one Keras model."""
+"""The captioner: encoder -> neck -> attention decoder, as one Keras model.
+
+`config.model` has one section per part, and each reaches its constructor whole:
+
+    config.model.encoder = dict(name="small_cnn", weights="none", widths=..., strides=...)
+    config.model.neck = dict(relative_keypoints=16, position_channels="linear", blocks=0, ...)
+    config.model.decoder = dict(name="sat_lstm", embed_dim=128, hidden_dim=256, ...)
+
+`Captioner(vocab_size, **config.model)` builds the model; the rules that join two sections are
+checked in `Captioner.__init__`, and nowhere else.
+"""
+
+import json
 
 import keras
-import tensorflow as tf
 
+from captioning import registry
 from captioning.models import decoders
 from captioning.models import encoders
-from captioning.models import layers
+from captioning.models import neck as neck_lib
 
 
 @keras.saving.register_keras_serializable(package="captioning")
@@ -13,181 +25,82 @@ class Captioner(keras.Model):
   """An image captioner that saves to `.keras` and loads back with identical outputs.
 
   Inputs are a dict {"image": [B, S, S, 3], "tokens": [B, T]} where `tokens` are the decoder
-  inputs (`<start> w1 ... wn`, padded); outputs are a dict {"logits": [B, T, V],
-  "attention": [B, T, L], "gate": [B, T]}, with L = H*W feature locations.
+  inputs (`<start> w1 ... wn`, padded); outputs are the decoder's dict, at least
+  {"logits": [B, T, V], "attention": [B, T, L]} with L = H*W feature locations.
 
   Args:
     vocab_size: output vocabulary size.
-    encoder: encoder name (see `encoders.build_encoder`).
-    encoder_widths, encoder_strides: stage widths and strides of the encoder.
-    encoder_weights: pretrained encoder weights (None trains from scratch).
-    decoder: decoder name (see `decoders.build_decoder`).
-    embed_dim, hidden_dim, attention_dim, num_heads, num_layers, dropout: decoder sizes.
-    attention_coverage: let the attention see how much each location was attended so far.
-    init_dropout: training-time probability of starting the decoder without the mean feature.
-    init_moments: also start it from the features' spatial moments (see the decoder).
-    position_channels: how locations' rows and columns are appended to the features
-      ("linear" or "one_hot", see `layers.AppendCoordinates`).
-    encoder_blocks: Transformer encoder blocks (`layers.TransformerEncoderBlock`, num_heads
-      heads, dropout as above) over the feature locations before the decoder attends to them.
-    attention_gate: use Xu et al.'s gating scalar on the attended context (else beta = 1).
-    relative_keypoints: units of `layers.RelativeKeypoints` appended to the encoder's feature maps
-      (where the image's features lie relative to each location); 0 for none.
+    encoder: the `config.model.encoder` section (see `encoders.ENCODERS`).
+    neck: the `config.model.neck` section (see `neck.Neck`).
+    decoder: the `config.model.decoder` section (see `decoders.DECODERS`).
     output_bias: optional initial output bias [V] (not serialised; weights replace it).
   """
 
-  def __init__(
-    self,
-    vocab_size,
-    encoder="small_cnn",
-    encoder_widths=(32, 64, 96, 128),
-    encoder_strides=(4, 1, 2, 1),
-    encoder_weights=None,
-    decoder="sat_lstm",
-    embed_dim=128,
-    hidden_dim=256,
-    attention_dim=128,
-    num_heads=4,
-    num_layers=1,
-    dropout=0.0,
-    attention_coverage=False,
-    init_dropout=0.0,
-    init_moments=False,
-    position_channels="linear",
-    encoder_blocks=0,
-    attention_gate=True,
-    relative_keypoints=0,
-    output_bias=None,
-    **kwargs,
-  ):
+  def __init__(self, vocab_size, encoder, neck, decoder, output_bias=None, **kwargs):
     super().__init__(**kwargs)
-    self.hparams = dict(
-      vocab_size=vocab_size,
-      encoder=encoder,
-      encoder_widths=list(encoder_widths),
-      encoder_strides=list(encoder_strides),
-      encoder_weights=encoder_weights,
-      decoder=decoder,
-      embed_dim=embed_dim,
-      hidden_dim=hidden_dim,
-      attention_dim=attention_dim,
-      num_heads=num_heads,
-      num_layers=num_layers,
-      dropout=dropout,
-      attention_coverage=attention_coverage,
-      init_dropout=init_dropout,
-      init_moments=init_moments,
-      position_channels=position_channels,
-      encoder_blocks=encoder_blocks,
-      attention_gate=attention_gate,
-      relative_keypoints=relative_keypoints,
+    # As they serialise (tuples become lists), so a loaded model's config equals the saved one.
+    self.sections = json.loads(
+      json.dumps({"encoder": encoder, "neck": neck, "decoder": decoder}, default=registry.plain)
     )
-    if init_moments and position_channels != "linear":
-      raise ValueError("init_moments needs position_channels='linear' (row, column last).")
+    self.vocab_size = vocab_size
     policy = self.dtype_policy
-    self.encoder = encoders.build_encoder(
-      encoder, widths=encoder_widths, strides=encoder_strides, weights=encoder_weights, dtype=policy
+    self.encoder = encoders.build_encoder(encoder, dtype=policy)
+    self.neck = registry.call_with_section(
+      neck_lib.Neck, neck, "config.model.neck", name="neck", dtype=policy
     )
-    self.relative = (
-      layers.RelativeKeypoints(relative_keypoints, name="relative_keypoints", dtype=policy)
-      if relative_keypoints
-      else None
-    )
-    self.position = layers.PositionEmbedding2D(name="position", dtype=policy)
-    self.blocks = [
-      layers.TransformerEncoderBlock(num_heads, dropout=dropout, name=f"block{i}", dtype=policy)
-      for i in range(int(encoder_blocks))
-    ]
-    self.coordinates = layers.AppendCoordinates(position_channels, name="coordinates", dtype=policy)
-    self.flatten = layers.SpatialFlatten(name="flatten", dtype=policy)
-    self.decoder = decoders.build_decoder(
-      decoder,
-      vocab_size=vocab_size,
-      embed_dim=embed_dim,
-      hidden_dim=hidden_dim,
-      attention_dim=attention_dim,
-      num_heads=num_heads,
-      num_layers=num_layers,
-      dropout=dropout,
-      coverage=attention_coverage,
-      init_dropout=init_dropout,
-      init_moments=init_moments,
-      gate=attention_gate,
-      output_bias=output_bias,
-      dtype=policy,
-    )
+    self.decoder = decoders.build_decoder(decoder, vocab_size, output_bias, dtype=policy)
+    # The rules that join two sections.
+    if self.decoder.needs_linear_coordinates and not self.neck.appends_linear_coordinates:
+      raise ValueError(
+        "Bad config: config.model.decoder.init_moments needs "
+        "config.model.neck.position_channels='linear' (row and column as the last channels)."
+      )
+
+  @property
+  def feature_map_shape(self):
+    """(H, W) of the grid the decoder attends over, for attention pictures."""
+    return self.neck.feature_map_shape
 
   def build(self, input_shape):
     image_shape = tuple(input_shape["image"])
     self.encoder.build(image_shape)
     maps_shape = self.encoder.compute_output_shape(image_shape)
-    if self.relative is not None:
-      self.relative.build(maps_shape)
-      extra = self.relative.compute_output_shape(maps_shape)[-1]
-      maps_shape = tuple(maps_shape[:-1]) + (maps_shape[-1] + extra,)
-    self.position.build(maps_shape)
-    self.feature_map_shape = tuple(maps_shape[1:3])  # (H, W), for attention pictures
-    b, h, w, c = self.coordinates.compute_output_shape(maps_shape)
-    for block in self.blocks:
-      block.build((b, h * w, c))
-    self.decoder.build((b, h * w, c), tuple(input_shape.get("tokens", (b, None))))
+    self.neck.build(maps_shape)
+    features_shape = self.neck.compute_output_shape(maps_shape)
+    self.decoder.build(features_shape, tuple(input_shape.get("tokens", (image_shape[0], None))))
 
   def encode(self, images, training=False):
     """Images [B, S, S, 3] -> feature sequence [B, H*W, C + P] (features, then P position
     channels)."""
-    maps = self.encoder(images, training=training)  # [B, H, W, C]
-    if self.relative is not None:
-      maps = tf.concat([maps, self.relative(maps)], axis=-1)
-    maps = self.position(maps)
-    sequence = self.flatten(self.coordinates(maps))  # [B, L, C + P]
-    if self.blocks:
-      # The blocks read the position channels but update only the features, so the position
-      # channels stay exact (the decoder's init_moments relies on them).
-      channels = tf.shape(maps)[-1]
-      features = sequence
-      for block in self.blocks:
-        features = block(features, training=training)
-      sequence = tf.concat([features[..., :channels], sequence[..., channels:]], axis=-1)
-    return sequence
+    return self.neck(self.encoder(images, training=training), training=training)
 
   def call(self, inputs, training=False):
     features = self.encode(inputs["image"], training=training)
     return self.decoder(features, inputs["tokens"], training=training)
 
   def get_config(self):
-    # Keras' own Model config (name, trainable) is not needed to rebuild a subclassed model.
-    return {"name": self.name, **self.hparams}
+    return {
+      "name": self.name,
+      "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+      "vocab_size": self.vocab_size,
+      **self.sections,
+    }
 
 
 def build_captioner(model_config, vocab_size, output_bias=None, dtype=None):
   """Builds an unbuilt Captioner from `config.model`.
 
   Args:
-    model_config: the `model` section of a config.
+    model_config: the `model` section of a config: `encoder`, `neck` and `decoder`.
     vocab_size: tokenizer vocabulary size.
     output_bias: optional initial output bias [vocab_size].
-    dtype: optional Keras dtype policy name (e.g. "mixed_float16").
+    dtype: optional Keras dtype policy name (e.g. "mixed_bfloat16").
   """
-  return Captioner(
+  return registry.call_with_section(
+    Captioner,
+    model_config,
+    "config.model",
     vocab_size=vocab_size,
-    encoder=model_config.encoder,
-    encoder_widths=tuple(model_config.encoder_widths),
-    encoder_strides=tuple(model_config.encoder_strides),
-    encoder_weights=model_config.encoder_weights,
-    decoder=model_config.decoder,
-    embed_dim=model_config.embed_dim,
-    hidden_dim=model_config.hidden_dim,
-    attention_dim=model_config.attention_dim,
-    num_heads=model_config.num_heads,
-    num_layers=model_config.num_layers,
-    dropout=model_config.dropout,
-    attention_coverage=model_config.get("attention_coverage", False),
-    init_dropout=model_config.get("init_dropout", 0.0),
-    init_moments=model_config.get("init_moments", False),
-    position_channels=model_config.get("position_channels", "linear"),
-    encoder_blocks=model_config.get("encoder_blocks", 0),
-    attention_gate=model_config.get("attention_gate", True),
-    relative_keypoints=model_config.get("relative_keypoints", 0),
     output_bias=output_bias,
     dtype=dtype,
     name="captioner",

@@ -1,19 +1,66 @@
-"""Caption decoders over a sequence of image features [B, L, C].
+"""Caption decoders over a sequence of image features [B, L, C], chosen by
+`config.model.decoder.name`.
 
-A decoder offers two entry points that share every weight:
-  * `call(features, tokens)` - teacher-forced scoring of a whole caption, for training;
-  * `initial_state(features)` and `step(tokens, state, features, projected)` - one word at a
-    time, for in-graph greedy (and later beam) decoding.
+Every decoder keeps one contract (`CaptionDecoder`), which every search in `decoding.py` uses:
+
+* `call(features, tokens)`: teacher-forced scoring of whole captions, for training;
+* `prepare(features) -> memory`: per-image work done once (e.g. projected features, or the
+  cross-attention keys and values of a Transformer);
+* `initial_state(memory) -> state`;
+* `step(tokens, state, memory) -> (logits, state, outputs)`: one word for every row.
+
+`memory` and `state` are nested structures (dicts) of tensors whose first axis is the batch,
+(times beams in beam search). A search tiles both once per beam, and reorders the state after
+each step with one `tf.gather` over that axis; the memory of a row never changes, because beams
+stay with their image. A Transformer's key/value cache is state of this kind.
+
+Adding a decoder: a `CaptionDecoder` subclass with `@DECODERS.register("its_name")`, whose
+constructor takes `vocab_size`, `output_bias` and the keys of its `config.model.decoder`
+section; `tests/models/test_decoders.py` checks the contract for every registered decoder.
 """
 
 import keras
 import tensorflow as tf
 
+from captioning import registry
 from captioning.models import layers
 
+DECODERS = registry.Registry("config.model.decoder.name")
 
+
+class CaptionDecoder(keras.layers.Layer):
+  """The contract of every decoder (see the module docstring); not a decoder itself."""
+
+  # Whether `prepare` reads each location's (row, column) from the last two feature channels
+  # (the neck's linear position channels); `Captioner` checks the two sections agree.
+  needs_linear_coordinates = False
+
+  def prepare(self, features):
+    """Per-image tensors every step reads: a nested structure, batch first."""
+    raise NotImplementedError
+
+  def initial_state(self, memory, training=False):
+    """The state before the first word: a nested structure, batch first."""
+    raise NotImplementedError
+
+  def step(self, tokens, state, memory, training=False):
+    """Decodes one word per row.
+
+    Args:
+      tokens: int [B] ids of the previous words.
+      state: from `initial_state` or the previous step.
+      memory: from `prepare`.
+
+    Returns:
+      (logits [B, V] float32, the new state, outputs) where outputs is a dict holding at least
+      "attention" [B, L], the weights of this step over the image locations.
+    """
+    raise NotImplementedError
+
+
+@DECODERS.register("sat_lstm")
 @keras.saving.register_keras_serializable(package="captioning")
-class ShowAttendTellDecoder(keras.layers.Layer):
+class ShowAttendTellDecoder(CaptionDecoder):
   """The LSTM decoder with soft attention of Xu et al. 2015 ("Show, Attend and Tell").
 
   At step t, with h_{t-1} the previous LSTM state:
@@ -27,8 +74,11 @@ class ShowAttendTellDecoder(keras.layers.Layer):
   probability (the state then starts from the init layers' biases). The mean alone names every
   object but not where it is; without this the decoder learns to describe objects from it and
   barely uses attention, so it never learns where things are, which spatial relations need.
-  With `coverage`, the state also carries the attention each location has received so far, and
-  the attention scores see it (see `layers.AdditiveAttention`).
+  With `attention_coverage`, the state also carries the attention each location has received so
+  far, and the attention scores see it (see `layers.AdditiveAttention`).
+
+  Memory: {"features" [B, L, C], "projected" [B, L, A]}; state: {"h" [B, D], "c" [B, D]} and
+  "coverage" [B, L] with coverage; step outputs: {"attention" [B, L], "gate" [B]}.
 
   Args:
     vocab_size: output vocabulary size V.
@@ -36,13 +86,13 @@ class ShowAttendTellDecoder(keras.layers.Layer):
     hidden_dim: LSTM size D.
     attention_dim: attention size A.
     dropout: dropout rate before the output projection.
-    coverage: feed the accumulated attention into the attention scores.
+    attention_coverage: feed the accumulated attention into the attention scores.
+    attention_gate: use the gating scalar beta_t; without it the context enters unscaled.
     init_dropout: probability of dropping an example's mean feature in training.
     init_moments: start the state from the spatial moments of the features as well as their
       mean: mean_l(f_l * row_l) and mean_l(f_l * col_l), where the last two feature channels
       must hold each location's (row, column). They say where each kind of feature lies, so the
       layout is known from the first word on.
-    gate: use the gating scalar beta_t; without it the context enters unscaled (beta_t = 1).
     output_bias: optional [V] initial output bias, e.g. unigram log-frequencies, so training
       does not spend its first steps learning word frequencies. Not serialised: saved weights
       replace it.
@@ -55,32 +105,46 @@ class ShowAttendTellDecoder(keras.layers.Layer):
     hidden_dim,
     attention_dim,
     dropout=0.0,
-    coverage=False,
+    attention_coverage=False,
+    attention_gate=True,
     init_dropout=0.0,
     init_moments=False,
-    gate=True,
     output_bias=None,
     **kwargs,
   ):
     super().__init__(**kwargs)
+    for name, value in (
+      ("vocab_size", vocab_size),
+      ("embed_dim", embed_dim),
+      ("hidden_dim", hidden_dim),
+      ("attention_dim", attention_dim),
+    ):
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    for name, value in (("dropout", dropout), ("init_dropout", init_dropout)):
+      if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
     self.vocab_size = vocab_size
     self.embed_dim = embed_dim
     self.hidden_dim = hidden_dim
     self.attention_dim = attention_dim
     self.dropout = dropout
-    self.coverage = coverage
+    self.attention_coverage = attention_coverage
+    self.attention_gate = attention_gate
     self.init_dropout = init_dropout
     self.init_moments = init_moments
-    self.use_gate = gate
+    self.needs_linear_coordinates = bool(init_moments)
     policy = self.dtype_policy
     self.embedding = keras.layers.Embedding(vocab_size, embed_dim, name="embedding", dtype=policy)
     self.init_h = keras.layers.Dense(hidden_dim, activation="tanh", name="init_h", dtype=policy)
     self.init_c = keras.layers.Dense(hidden_dim, activation="tanh", name="init_c", dtype=policy)
     self.attention = layers.AdditiveAttention(
-      attention_dim, coverage=coverage, name="attention", dtype=policy
+      attention_dim, coverage=attention_coverage, name="attention", dtype=policy
     )
     self.gate = (
-      keras.layers.Dense(1, activation="sigmoid", name="gate", dtype=policy) if gate else None
+      keras.layers.Dense(1, activation="sigmoid", name="gate", dtype=policy)
+      if attention_gate
+      else None
     )
     self.cell = keras.layers.LSTMCell(hidden_dim, name="lstm", dtype=policy)
     self.out_h = keras.layers.Dense(embed_dim, name="out_h", dtype=policy)
@@ -110,9 +174,15 @@ class ShowAttendTellDecoder(keras.layers.Layer):
     self.out_z.build((batch, channels))
     self.logits.build((batch, self.embed_dim))
 
-  def initial_state(self, features, training=False):
-    """Returns [h_0, c_0] ([B, D] each) from the mean of `features` [B, L, C], plus a zero
-    coverage [B, L] when the decoder uses coverage."""
+  def prepare(self, features):
+    """{"features": [B, L, C], "projected": [B, L, A]}: the attention's feature projection is
+    computed once per image, not at every step."""
+    return {"features": features, "projected": self.attention.precompute(features)}
+
+  def initial_state(self, memory, training=False):
+    """{"h", "c"} ([B, D] each) from the mean of the features, and a zero "coverage" [B, L]
+    when the decoder uses coverage."""
+    features = memory["features"]
     mean = tf.reduce_mean(features, axis=1)  # [B, C]
     if self.init_moments:
       rows, cols = features[:, :, -2:-1], features[:, :, -1:]  # [B, L, 1] each
@@ -124,60 +194,41 @@ class ShowAttendTellDecoder(keras.layers.Layer):
       # One keep/drop decision per example: the whole mean goes, not scattered channels.
       keep = tf.cast(tf.random.uniform([tf.shape(mean)[0], 1]) >= self.init_dropout, mean.dtype)
       mean = mean * keep
-    state = [self.init_h(mean), self.init_c(mean)]
-    if self.coverage:
-      state.append(tf.zeros(tf.shape(features)[:2], features.dtype))
+    state = {"h": self.init_h(mean), "c": self.init_c(mean)}
+    if self.attention_coverage:
+      state["coverage"] = tf.zeros(tf.shape(features)[:2], features.dtype)
     return state
 
-  def precompute(self, features):
-    """Per-image work shared by all steps: the projected features [B, L, A]."""
-    return self.attention.precompute(features)
-
-  def _attend(self, features, projected, state, feature_mask):
-    h = state[0]
+  def _attend(self, state, memory):
+    h = state["h"]
     context, alpha = self.attention(
-      features,
+      memory["features"],
       h,
-      projected_features=projected,
-      feature_mask=feature_mask,
-      coverage=state[2] if self.coverage else None,
+      projected_features=memory["projected"],
+      coverage=state["coverage"] if self.attention_coverage else None,
     )  # [B, C], [B, L]
-    if self.gate is None:
-      beta = tf.ones_like(context[:, :1])  # [B, 1]
-    else:
-      beta = self.gate(h)  # [B, 1]
+    beta = tf.ones_like(context[:, :1]) if self.gate is None else self.gate(h)  # [B, 1]
     return beta * context, alpha, tf.squeeze(beta, -1)
 
   def _advance(self, embedded, z, alpha, state, training):
-    h, lstm_state = self.cell(tf.concat([embedded, z], -1), state[:2], training=training)
-    if self.coverage:
-      lstm_state = list(lstm_state) + [state[2] + tf.cast(alpha, state[2].dtype)]
-    return h, list(lstm_state)
+    h, (h, c) = self.cell(tf.concat([embedded, z], -1), [state["h"], state["c"]], training=training)
+    new_state = {"h": h, "c": c}
+    if self.attention_coverage:
+      new_state["coverage"] = state["coverage"] + tf.cast(alpha, state["coverage"].dtype)
+    return h, new_state
 
   def _output(self, embedded, h, z, training):
     return self.logits(
       self.out_dropout(embedded + self.out_h(h) + self.out_z(z), training=training)
     )
 
-  def step(self, tokens, state, features, projected, feature_mask=None, training=False):
-    """Decodes one step.
-
-    Args:
-      tokens: [B] ids of the previous words.
-      state: from `initial_state` or the previous step.
-      features: [B, L, C].
-      projected: `precompute(features)`.
-      feature_mask: optional bool [B, L].
-
-    Returns:
-      (logits [B, V] float32, new state, attention [B, L], gate [B]).
-    """
+  def step(self, tokens, state, memory, training=False):
     embedded = self.embedding(tokens)  # [B, E]
-    z, alpha, beta = self._attend(features, projected, state, feature_mask)
+    z, alpha, beta = self._attend(state, memory)
     h, state = self._advance(embedded, z, alpha, state, training)
-    return self._output(embedded, h, z, training), state, alpha, beta
+    return self._output(embedded, h, z, training), state, {"attention": alpha, "gate": beta}
 
-  def call(self, features, tokens, feature_mask=None, training=False):
+  def call(self, features, tokens, training=False):
     """Teacher-forced decoding of `tokens` [B, T] (the caption without its last token).
 
     Returns:
@@ -190,13 +241,13 @@ class ShowAttendTellDecoder(keras.layers.Layer):
         "length (the input pipeline does)."
       )
     embedded = self.embedding(tokens)  # [B, T, E]
-    projected = self.precompute(features)  # [B, L, A]
-    state = self.initial_state(features, training=training)
+    memory = self.prepare(features)
+    state = self.initial_state(memory, training=training)
     hs, zs, alphas, betas = [], [], [], []
     # A static Python loop: the step count is fixed per batch shape, which XLA and the CPU
     # runtime both handle better than a dynamic while loop for short captions.
     for t in range(num_steps):
-      z, alpha, beta = self._attend(features, projected, state, feature_mask)
+      z, alpha, beta = self._attend(state, memory)
       h, state = self._advance(embedded[:, t], z, alpha, state, training)
       hs.append(h)
       zs.append(z)
@@ -213,44 +264,27 @@ class ShowAttendTellDecoder(keras.layers.Layer):
       "hidden_dim": self.hidden_dim,
       "attention_dim": self.attention_dim,
       "dropout": self.dropout,
-      "coverage": self.coverage,
+      "attention_coverage": self.attention_coverage,
+      "attention_gate": self.attention_gate,
       "init_dropout": self.init_dropout,
       "init_moments": self.init_moments,
-      "gate": self.use_gate,
     }
 
 
-def build_decoder(
-  name,
-  *,
-  vocab_size,
-  embed_dim,
-  hidden_dim,
-  attention_dim,
-  dropout=0.0,
-  coverage=False,
-  init_dropout=0.0,
-  init_moments=False,
-  gate=True,
-  output_bias=None,
-  dtype=None,
-  **unused,
-):
-  """Returns the decoder layer called `name` ("sat_lstm")."""
-  del unused  # keys used by other decoders (num_heads, num_layers)
-  if name == "sat_lstm":
-    return ShowAttendTellDecoder(
-      vocab_size,
-      embed_dim,
-      hidden_dim,
-      attention_dim,
-      dropout,
-      coverage=coverage,
-      init_dropout=init_dropout,
-      init_moments=init_moments,
-      gate=gate,
-      output_bias=output_bias,
-      name="decoder",
-      dtype=dtype,
-    )
-  raise ValueError(f"Unknown decoder {name!r}; known: ['sat_lstm']")
+def build_decoder(decoder_config, vocab_size, output_bias=None, dtype=None):
+  """Builds the decoder that `config.model.decoder` names, from the rest of that section.
+
+  Args:
+    decoder_config: the `model.decoder` section: `name` and the decoder's own arguments.
+    vocab_size: the tokenizer's vocabulary size.
+    output_bias: optional initial output bias [vocab_size].
+    dtype: a Keras dtype policy, or None for the default.
+  """
+  return DECODERS.build(
+    decoder_config,
+    "config.model.decoder",
+    vocab_size=vocab_size,
+    output_bias=output_bias,
+    name="decoder",
+    dtype=dtype,
+  )

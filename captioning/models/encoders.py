@@ -1,8 +1,17 @@
-"""Image encoders, chosen by name: images [B, S, S, 3] -> feature maps [B, H, W, C]."""
+"""Image encoders, chosen by `config.model.encoder.name`: images [B, S, S, 3] -> maps [B, H, W, C].
+
+Adding an encoder: a Keras layer with `@ENCODERS.register("its_name")`, whose constructor takes
+the keys of its `config.model.encoder` section.
+"""
 
 import keras
 
+from captioning import registry
 
+ENCODERS = registry.Registry("config.model.encoder.name")
+
+
+@ENCODERS.register("small_cnn")
 @keras.saving.register_keras_serializable(package="captioning")
 class SmallCNN(keras.layers.Layer):
   """A small Conv2D encoder trained from scratch.
@@ -14,10 +23,15 @@ class SmallCNN(keras.layers.Layer):
   Args:
     widths: channels of each stage; the last is the feature size C.
     strides: stride of each stage; their product is the image-to-feature-map reduction.
+    weights: "none": this encoder has no pretrained weights (the argument every encoder takes).
   """
 
-  def __init__(self, widths=(32, 64, 96, 128), strides=(4, 1, 2, 1), **kwargs):
+  def __init__(self, widths=(32, 64, 96, 128), strides=(4, 1, 2, 1), weights="none", **kwargs):
     super().__init__(**kwargs)
+    if weights != "none":
+      raise ValueError(
+        f"small_cnn is trained from scratch: weights must be 'none', got {weights!r}"
+      )
     self.widths = tuple(int(w) for w in widths)
     self.strides = tuple(int(s) for s in strides)
     if not self.widths or min(self.widths) < 1:
@@ -62,23 +76,11 @@ class SmallCNN(keras.layers.Layer):
     return {**super().get_config(), "widths": list(self.widths), "strides": list(self.strides)}
 
 
-def build_encoder(
-  name, *, widths=(32, 64, 96, 128), strides=(4, 1, 2, 1), weights=None, dtype=None
-):
-  """Returns the encoder layer called `name`.
+def build_encoder(encoder_config, dtype=None):
+  """Builds the encoder that `config.model.encoder` names, from the rest of that section.
 
   Args:
-    name: "small_cnn" (pretrained backbones arrive with the model zoo).
-    widths: stage widths of `small_cnn`.
-    strides: stage strides of `small_cnn`.
-    weights: pretrained weights; `small_cnn` is always trained from scratch.
-    dtype: a Keras dtype policy name, or None for the default.
+    encoder_config: the `model.encoder` section: `name` and the encoder's own arguments.
+    dtype: a Keras dtype policy, or None for the default.
   """
-  if name == "small_cnn":
-    if weights:
-      raise ValueError(
-        f"small_cnn is trained from scratch; config.model.encoder_weights must be "
-        f"None, got {weights!r}"
-      )
-    return SmallCNN(widths, strides, name="encoder", dtype=dtype)
-  raise ValueError(f"Unknown encoder {name!r}; known: ['small_cnn']")
+  return ENCODERS.build(encoder_config, "config.model.encoder", name="encoder", dtype=dtype)

@@ -1,7 +1,5 @@
 """Input pipeline: deterministic, resumable training batches and complete evaluation passes."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -126,17 +124,29 @@ def curriculum_setup():
   return split, pipeline.encode_captions(split, tok, max_length=6)
 
 
-def test_curriculum_starts_with_short_captions_then_uses_all():
-  split, tokens = curriculum_setup()
-  stream = pipeline.TrainStream(
+def words_of(tokens):
+  return (tokens != 0).sum(-1) - 2  # [N, K], without <start> and <end>
+
+
+def curriculum_stream(split, tokens, steps, batch_size=4, min_words=0, max_words=9):
+  """A stream whose curriculum is the generic caption-length one of `datasets.Dataset`."""
+  pairs = datasets.Dataset(image_size=32, seed=0).curriculum_pairs(
+    split, words_of(tokens), min_words=min_words, max_words=max_words
+  )
+  return pipeline.TrainStream(
     split,
     tokens,
-    batch_size=4,
+    batch_size=batch_size,
     seed=0,
     length_multiple=0,
-    curriculum_steps=5,
-    curriculum_max_words=3,
+    curriculum_steps=steps,
+    curriculum_pairs=pairs,
   )
+
+
+def test_curriculum_starts_with_short_captions_then_uses_all():
+  split, tokens = curriculum_setup()
+  stream = curriculum_stream(split, tokens, 5, max_words=3)
   words = lambda batch: (batch["tokens"] != 0).sum(-1) - 2
   early = np.concatenate([words(stream.batch(s)) for s in range(5)])
   assert early.max() <= 3 and set(early) == {1, 3}
@@ -150,103 +160,24 @@ def test_curriculum_starts_with_short_captions_then_uses_all():
   for step in range(6):
     np.testing.assert_array_equal(stream.batch(5 + step)["image_id"], plain.batch(step)["image_id"])
   # A window of lengths: 3-word captions only.
-  window = pipeline.TrainStream(
-    split,
-    tokens,
-    batch_size=4,
-    seed=0,
-    length_multiple=0,
-    curriculum_steps=3,
-    curriculum_min_words=2,
-    curriculum_max_words=4,
-  )
+  window = curriculum_stream(split, tokens, 3, min_words=2, max_words=4)
   assert set(np.concatenate([words(window.batch(s)) for s in range(3)])) == {3}
   # Resuming mid-curriculum gives the same batches.
-  again = pipeline.TrainStream(
-    split,
-    tokens,
-    batch_size=4,
-    seed=0,
-    length_multiple=0,
-    curriculum_steps=5,
-    curriculum_max_words=3,
-  )
+  again = curriculum_stream(split, tokens, 5, max_words=3)
   for step in (3, 9, 1):
     np.testing.assert_array_equal(again.batch(step)["tokens"], stream.batch(step)["tokens"])
 
 
-def test_curriculum_without_enough_short_captions_is_reported():
+def test_curriculum_without_enough_pairs_or_with_bad_bounds_is_reported():
   split, tokens = curriculum_setup()
-  with pytest.raises(ValueError, match="curriculum_max_words"):
-    pipeline.TrainStream(
-      split, tokens, batch_size=10, seed=0, curriculum_steps=5, curriculum_max_words=1
-    )  # 8 one-word captions
-  with pytest.raises(ValueError, match="curriculum_min_words"):
-    pipeline.TrainStream(
-      split,
-      tokens,
-      batch_size=4,
-      seed=0,
-      curriculum_steps=5,
-      curriculum_min_words=6,
-      curriculum_max_words=9,
-    )
-
-
-def test_curriculum_by_number_of_objects():
-  split, tokens = curriculum_setup()
-  # Image i shows 1 + (i % 4) objects; only the count matters to the stream.
-  split = dataclasses.replace(split, scenes=[(None,) * (1 + i % 4) for i in range(12)])
-  stream = pipeline.TrainStream(
-    split,
-    tokens,
-    batch_size=2,
-    seed=0,
-    length_multiple=0,
-    curriculum_steps=6,
-    curriculum_max_words=9,
-    curriculum_min_objects=2,
-    curriculum_max_objects=3,
-  )
-  early = {int(i) for s in range(6) for i in stream.batch(s)["image_id"]}
-  assert early == {i for i in range(12) if i % 4 in (1, 2)}
-  late = {int(i) for s in range(6, 30) for i in stream.batch(s)["image_id"]}
-  assert late == set(range(12))
-  # Words and objects combine: 2-3 objects with a 3-word caption are images 1 and 10.
-  both = pipeline.TrainStream(
-    split,
-    tokens,
-    batch_size=2,
-    seed=0,
-    length_multiple=0,
-    curriculum_steps=4,
-    curriculum_min_words=3,
-    curriculum_max_words=3,
-    curriculum_min_objects=2,
-    curriculum_max_objects=3,
-  )
-  assert {int(i) for s in range(4) for i in both.batch(s)["image_id"]} == {1, 10}
-  with pytest.raises(ValueError, match="needs a dataset with scenes"):
-    pipeline.TrainStream(
-      dataclasses.replace(split, scenes=None),
-      tokens,
-      batch_size=2,
-      seed=0,
-      curriculum_steps=4,
-      curriculum_max_words=9,
-      curriculum_max_objects=2,
-    )
-  with pytest.raises(ValueError, match="objects"):
-    pipeline.TrainStream(
-      split,
-      tokens,
-      batch_size=8,
-      seed=0,
-      curriculum_steps=4,
-      curriculum_max_words=9,
-      curriculum_min_objects=4,
-      curriculum_max_objects=4,
-    )  # 3 images, 6 pairs
+  with pytest.raises(ValueError, match=r"config\.curriculum"):
+    curriculum_stream(split, tokens, 5, batch_size=10, max_words=1)  # 8 one-word captions
+  with pytest.raises(ValueError, match=r"config\.curriculum"):
+    curriculum_stream(split, tokens, 5, min_words=6, max_words=9)
+  with pytest.raises(ValueError, match="min_words and max_words"):
+    curriculum_stream(split, tokens, 5, min_words=6, max_words=2)
+  with pytest.raises(ValueError, match="curriculum_pairs"):
+    pipeline.TrainStream(split, tokens, batch_size=4, seed=0, curriculum_steps=5)
 
 
 def test_length_buckets_keep_captions_of_different_lengths_mixed():

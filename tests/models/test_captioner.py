@@ -1,4 +1,8 @@
-"""The whole captioner: output shapes, the decoder's step/call agreement, .keras round trip."""
+"""The whole captioner: output shapes, config sections, the .keras round trip."""
+
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -7,23 +11,7 @@ import tensorflow as tf
 
 from captioning.models import captioner
 from captioning.models import encoders
-
-
-def small_captioner(**overrides):
-  kwargs = dict(
-    vocab_size=20,
-    encoder_widths=(8, 16),
-    encoder_strides=(2, 2),
-    embed_dim=16,
-    hidden_dim=24,
-    attention_dim=12,
-    dropout=0.3,
-    output_bias=np.linspace(-1, 1, 20),
-  )
-  kwargs.update(overrides)
-  model = captioner.Captioner(**kwargs)
-  model.build({"image": (None, 32, 32, 3), "tokens": (None, None)})
-  return model
+import helpers
 
 
 def inputs(batch=3, steps=6, seed=0):
@@ -35,7 +23,7 @@ def inputs(batch=3, steps=6, seed=0):
 
 
 def test_output_shapes_and_attention():
-  model = small_captioner()
+  model = helpers.tiny_captioner()
   out = model(inputs())
   assert model.feature_map_shape == (8, 8)
   assert out["logits"].shape == (3, 6, 20)
@@ -48,26 +36,12 @@ def test_output_shapes_and_attention():
 
 def test_output_bias_starts_from_prior():
   bias = np.linspace(-1, 1, 20).astype("float32")
-  model = small_captioner(output_bias=bias)
+  model = helpers.tiny_captioner(output_bias=bias)
   np.testing.assert_allclose(model.decoder.logits.bias.numpy(), bias)
 
 
-@pytest.mark.parametrize("coverage", [False, True])
-def test_teacher_forcing_matches_step_by_step_decoding(coverage):
-  model = small_captioner(attention_coverage=coverage)
-  batch = inputs()
-  full = model(batch, training=False)
-  features = model.encode(batch["image"])
-  projected = model.decoder.precompute(features)
-  state = model.decoder.initial_state(features)
-  for t in range(batch["tokens"].shape[1]):
-    logits, state, alpha, _ = model.decoder.step(batch["tokens"][:, t], state, features, projected)
-    np.testing.assert_allclose(logits.numpy(), full["logits"].numpy()[:, t], atol=1e-4)
-    np.testing.assert_allclose(alpha.numpy(), full["attention"].numpy()[:, t], atol=1e-5)
-
-
 def test_dropout_only_in_training():
-  model = small_captioner(dropout=0.5)
+  model = helpers.tiny_captioner(decoder={"dropout": 0.5})
   batch = inputs()
   a, b = model(batch)["logits"].numpy(), model(batch)["logits"].numpy()
   np.testing.assert_array_equal(a, b)
@@ -76,38 +50,88 @@ def test_dropout_only_in_training():
 
 
 @pytest.mark.parametrize(
-  "coverage,blocks,gate,moments",
-  [(False, 0, True, 0), (True, 0, True, 0), (False, 2, False, 0), (False, 0, True, 4)],
+  "neck,decoder",
+  [
+    ({}, {}),
+    ({}, {"attention_coverage": True}),
+    ({"blocks": 2}, {"attention_gate": False}),
+    ({"relative_keypoints": 4}, {"init_moments": True}),
+  ],
 )
-def test_keras_file_round_trip(tmp_path, coverage, blocks, gate, moments):
-  model = small_captioner(
-    attention_coverage=coverage,
-    encoder_blocks=blocks,
-    attention_gate=gate,
-    relative_keypoints=moments,
-  )
+def test_keras_file_round_trip(tmp_path, neck, decoder):
+  model = helpers.tiny_captioner(neck=neck, decoder=decoder)
   batch = inputs()
   expected = model(batch)
   path = str(tmp_path / "captioner.keras")
   model.save(path)
   restored = keras.saving.load_model(path)
   assert isinstance(restored, captioner.Captioner)
+  assert restored.get_config() == model.get_config()
   got = restored(batch)
   for key in ("logits", "attention", "gate"):
     np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy())
 
 
-def test_unknown_encoder_and_pretrained_small_cnn_are_rejected():
-  with pytest.raises(ValueError, match="Unknown encoder"):
-    captioner.Captioner(vocab_size=10, encoder="vgg_from_the_future")
-  with pytest.raises(ValueError, match="trained from scratch"):
-    encoders.build_encoder("small_cnn", weights="/weights/backbone.h5")
-  with pytest.raises(ValueError, match="Unknown decoder"):
-    captioner.Captioner(vocab_size=10, decoder="gru")
+# What the README says: `import captioning.models`, then keras.saving.load_model, nothing else.
+_LOAD_IN_FRESH_PROCESS = """
+import sys
+import keras
+import numpy as np
+import captioning.models
+model = keras.saving.load_model(sys.argv[1])
+batch = {"image": np.full([2, 32, 32, 3], 100, np.uint8), "tokens": np.ones([2, 4], np.int32)}
+np.save(sys.argv[2], np.asarray(model(batch)["logits"], np.float32))
+print(model.dtype_policy.name)
+"""
+
+
+@pytest.mark.parametrize("dtype", [None, "mixed_bfloat16"])
+def test_model_file_loads_in_a_fresh_process_as_documented(tmp_path, dtype):
+  model = helpers.tiny_captioner(dtype=dtype)
+  path, logits = str(tmp_path / "model.keras"), str(tmp_path / "logits.npy")
+  model.save(path)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=helpers.ROOT)
+  result = subprocess.run(
+    [sys.executable, "-c", _LOAD_IN_FRESH_PROCESS, path, logits],
+    cwd=str(tmp_path),  # not the repository: only what the README says is imported
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.split()[-1] == (dtype or "float32")
+  batch = {"image": np.full([2, 32, 32, 3], 100, np.uint8), "tokens": np.ones([2, 4], np.int32)}
+  np.testing.assert_array_equal(np.load(logits), np.asarray(model(batch)["logits"], np.float32))
+
+
+def test_sections_are_checked_against_their_constructors():
+  with pytest.raises(ValueError, match=r"unknown config\.model\.encoder\.name 'vgg_from_the_fu"):
+    helpers.tiny_captioner(encoder={"name": "vgg_from_the_future"})
+  with pytest.raises(ValueError, match=r"config\.model\.encoder: small_cnn is trained from"):
+    helpers.tiny_captioner(encoder={"weights": "/weights/backbone.h5"})
+  with pytest.raises(ValueError, match=r"unknown config\.model\.decoder\.name 'gru'"):
+    helpers.tiny_captioner(decoder={"name": "gru"})
+  with pytest.raises(ValueError, match=r"config\.model\.decoder\.num_layers is not an argument"):
+    helpers.tiny_captioner(decoder={"num_layers": 1})
+  with pytest.raises(ValueError, match=r"config\.model\.neck\.heads is not an argument of Neck"):
+    helpers.tiny_captioner(neck={"heads": 2})
+  with pytest.raises(ValueError, match=r"config\.model\.decoder lacks hidden_dim"):
+    sections = helpers.model_sections()
+    del sections["decoder"]["hidden_dim"]
+    captioner.build_captioner(sections, vocab_size=10)
+  with pytest.raises(ValueError, match=r"config\.model\.decoder: dropout must be in \[0, 1\)"):
+    helpers.tiny_captioner(decoder={"dropout": 1.5})
+  # The rule that joins two sections.
+  with pytest.raises(ValueError, match=r"init_moments needs config\.model\.neck\.position_"):
+    helpers.tiny_captioner(neck={"position_channels": "one_hot"}, decoder={"init_moments": True})
+  assert isinstance(
+    encoders.build_encoder({"name": "small_cnn", "weights": "none"}), encoders.SmallCNN
+  )
 
 
 def test_gradients_reach_every_variable():
-  model = small_captioner()
+  model = helpers.tiny_captioner(neck={"relative_keypoints": 3, "blocks": 1})
   batch = inputs()
   with tf.GradientTape() as tape:
     out = model(batch, training=True)
@@ -117,86 +141,10 @@ def test_gradients_reach_every_variable():
   assert not missing
 
 
-def test_coverage_accumulates_attention():
-  model = small_captioner(attention_coverage=True)
-  batch = inputs()
-  features = model.encode(batch["image"])
-  state = model.decoder.initial_state(features)
-  projected = model.decoder.precompute(features)
-  total = np.zeros([3, 64], np.float32)
-  for t in range(3):
-    _, state, alpha, _ = model.decoder.step(batch["tokens"][:, t], state, features, projected)
-    total += alpha.numpy()
-  np.testing.assert_allclose(state[2].numpy(), total, atol=1e-5)
-  with pytest.raises(ValueError, match="pass `coverage`"):
-    model.decoder.attention(features, state[0])
-
-
-def test_init_dropout_drops_whole_examples_only_in_training():
-  model = small_captioner(init_dropout=0.5)
-  features = model.encode(inputs(batch=64)["image"])
-  h_eval = model.decoder.initial_state(features)[0].numpy()
-  h_train = model.decoder.initial_state(features, training=True)[0].numpy()
-  h_empty = np.tanh(model.decoder.init_h.bias.numpy())  # the state of a dropped example
-  dropped = np.all(np.isclose(h_train, h_empty, atol=1e-6), axis=1)
-  assert 10 < dropped.sum() < 54  # about half of 64
-  kept = ~dropped
-  # Kept examples see the mean scaled by nothing else: identical to evaluation.
-  np.testing.assert_allclose(h_train[kept], h_eval[kept], atol=1e-6)
-  np.testing.assert_array_equal(model.decoder.initial_state(features)[0].numpy(), h_eval)
-
-
-def test_initial_state_sees_the_layout_with_moments():
-  features = tf.random.normal([1, 4, 6], seed=3)
-  coords = tf.constant([[[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]]])
-  layout = tf.concat([features, coords], -1)  # 4 locations, (row, column) last
-  swapped = tf.concat([tf.reverse(features, [1]), coords], -1)  # same contents, moved
-  model = captioner.Captioner(
-    vocab_size=5, embed_dim=4, hidden_dim=6, attention_dim=3, init_moments=True
-  )
-  model.decoder.build((None, 4, 8), (None, None))
-  h = [model.decoder.initial_state(x)[0].numpy() for x in (layout, swapped)]
-  assert np.abs(h[0] - h[1]).max() > 1e-4  # the mean is the same; the moments are not
-  plain = captioner.Captioner(vocab_size=5, embed_dim=4, hidden_dim=6, attention_dim=3)
-  plain.decoder.build((None, 4, 8), (None, None))
-  h = [plain.decoder.initial_state(x)[0].numpy() for x in (layout, swapped)]
-  np.testing.assert_allclose(h[0], h[1], atol=1e-6)
-  with pytest.raises(ValueError, match="init_moments needs"):
-    captioner.Captioner(vocab_size=5, init_moments=True, position_channels="one_hot")
-
-
-def test_encoder_blocks_update_features_but_keep_positions_exact():
-  plain = small_captioner()
-  blocks = small_captioner(encoder_blocks=1)
-  images = inputs()["image"]
-  features, plain_features = blocks.encode(images).numpy(), plain.encode(images).numpy()
-  assert features.shape == plain_features.shape  # [B, L, C + 2]
-  # The (row, column) channels are the same exact coordinates with or without blocks.
-  np.testing.assert_array_equal(features[..., -2:], plain_features[..., -2:])
-  with tf.GradientTape() as tape:
-    loss = tf.reduce_mean(blocks(inputs(), training=True)["logits"] ** 2)
-  grads = tape.gradient(loss, blocks.trainable_variables)
-  block_vars = [v.path for v in blocks.trainable_variables if "block0" in v.path]
-  assert len(block_vars) >= 10
-  assert all(g is not None for v, g in zip(blocks.trainable_variables, grads))
-
-
 def test_attention_gate_can_be_turned_off():
-  model = small_captioner(attention_gate=False)
+  model = helpers.tiny_captioner(decoder={"attention_gate": False})
   out = model(inputs())
   np.testing.assert_array_equal(out["gate"].numpy(), 1.0)
   assert not [v for v in model.weights if "gate" in v.path]
-  gated = small_captioner()
+  gated = helpers.tiny_captioner()
   assert [v for v in gated.weights if "gate" in v.path]
-  assert np.all((gated(inputs())["gate"].numpy() > 0) & (gated(inputs())["gate"].numpy() < 1))
-
-
-def test_relative_keypoints_extend_the_features_and_keep_positions_last():
-  plain = small_captioner()
-  model = small_captioner(relative_keypoints=5, init_moments=True)
-  images = inputs()["image"]
-  features = model.encode(images).numpy()
-  assert features.shape == plain.encode(images).shape[:2] + (16 + 10 + 2,)
-  # The (row, column) channels stay last and exact, as init_moments needs.
-  np.testing.assert_allclose(features[..., -2:], plain.encode(images).numpy()[..., -2:])
-  assert model(inputs())["logits"].shape == (3, 6, 20)

@@ -5,17 +5,18 @@ import pytest
 import tensorflow as tf
 
 from captioning.data import datasets
-from captioning.data import shapes
 from captioning.data import tokenizer as tokenizer_lib
-from captioning.evaluators import relations
+from captioning.data.shapes import dataset
+from captioning.data.shapes import relations
+from captioning.data.shapes import scenes
 
 
 @pytest.fixture(scope="module")
 def setup():
-  generated = shapes.generate_split("val", 40, seed=2, image_size=32)
+  generated = scenes.generate_split("val", 40, seed=2, image_size=32)
   images = generated.images.copy()
   images[:, 0, 0, 0] = np.arange(len(images))  # lets the fake models find the scene
-  split = datasets.CaptionSplit(
+  split = dataset.ShapesSplit(
     "val", images, generated.image_ids, generated.captions, list(generated.scenes)
   )
   tok = tokenizer_lib.Tokenizer.build([c for cs in generated.captions for c in cs], vocab_size=100)
@@ -53,7 +54,7 @@ class FakeModel:
 def _relation(words):
   """Returns (subject, relation, reference) of "a A <phrase> a B"."""
   text = " ".join(words)
-  for relation, phrases in shapes.RELATION_PHRASES:
+  for relation, phrases in scenes.RELATION_PHRASES:
     for phrase in sorted(phrases, key=len, reverse=True):
       a, sep, b = text.partition(f" {phrase} a ")
       if sep:
@@ -63,8 +64,8 @@ def _relation(words):
 
 def _oracle(scene, words):
   a, relation, b = _relation(words)
-  named = {shapes.mention_text(o): o for o in scene}
-  return shapes.relation_holds(named[a], named[b], relation)
+  named = {scenes.mention_text(o): o for o in scene}
+  return scenes.relation_holds(named[a], named[b], relation)
 
 
 def test_an_oracle_scores_one_and_a_left_sayer_scores_chance(setup):
@@ -92,7 +93,7 @@ def test_scenes_are_required_and_single_objects_give_no_metrics(setup):
       datasets.CaptionSplit("val", split.images, split.image_ids, split.captions), tok, 12, 8
     )
   single = [i for i, s in enumerate(split.scenes) if len(s) == 1]
-  ones = datasets.CaptionSplit(
+  ones = dataset.ShapesSplit(
     "val",
     split.images[single],
     split.image_ids[single],

@@ -15,40 +15,41 @@ sums their probabilities per relation: p(r) = sum over the phrases of r of p(cap
 import numpy as np
 import tensorflow as tf
 
-from captioning.data import shapes
+from captioning.data.shapes import dataset
+from captioning.data.shapes import scenes
+from captioning.evaluators import base
 
 
-class RelationEvaluator:
+class RelationEvaluator(base.Evaluator):
   """Scores relation phrases between every ordered pair of objects of a `shapes` split.
 
   Args:
-    split: a CaptionSplit with `scenes` (the `shapes` dataset).
+    split: a `dataset.ShapesSplit` (its images keep their scenes).
     tokenizer: the workdir's tokenizer.
     max_caption_length: caption length in words, as in training.
     batch_size: captions per batch.
     max_pairs: score at most this many (A, B) pairs (the first ones of the split).
   """
 
-  def __init__(self, split, tokenizer, max_caption_length, batch_size, max_pairs=500, **unused):
-    del unused
-    if split.scenes is None:
+  def __init__(self, split, tokenizer, max_caption_length, batch_size, max_pairs=500):
+    if not isinstance(split, dataset.ShapesSplit):
       raise ValueError("The relations evaluator needs scene ground truth (the shapes dataset).")
     self.batch_size = batch_size
     self.pad_id = tokenizer.pad_id
     images, captions, self.truth = [], [], []  # truth: [num_pairs, 4] bool over RELATIONS
-    phrases = dict(shapes.RELATION_PHRASES)
+    phrases = dict(scenes.RELATION_PHRASES)
     for index, scene in enumerate(split.scenes):
       for a in scene:
         for b in scene:
           if a is b or len(self.truth) >= max_pairs:
             continue
-          self.truth.append([shapes.relation_holds(a, b, r) for r in shapes.RELATIONS])
-          for relation in shapes.RELATIONS:
+          self.truth.append([scenes.relation_holds(a, b, r) for r in scenes.RELATIONS])
+          for relation in scenes.RELATIONS:
             for phrase in phrases[relation]:
-              captions.append(f"a {shapes.mention_text(a)} {phrase} a {shapes.mention_text(b)}")
+              captions.append(f"a {scenes.mention_text(a)} {phrase} a {scenes.mention_text(b)}")
               images.append(index)
-    self.truth = np.array(self.truth, bool).reshape(-1, len(shapes.RELATIONS))
-    self.phrases_per_relation = len(phrases[shapes.RELATIONS[0]])
+    self.truth = np.array(self.truth, bool).reshape(-1, len(scenes.RELATIONS))
+    self.phrases_per_relation = len(phrases[scenes.RELATIONS[0]])
     if any(len(p) != self.phrases_per_relation for p in phrases.values()):
       raise ValueError("Every relation needs the same number of phrases.")
     self.images = split.images
@@ -81,7 +82,7 @@ class RelationEvaluator:
       sel = slice(start, start + self.batch_size)
       scores.append(self._score(self.images[self.image_index[sel]], self.tokens[sel]).numpy())
     scores = np.concatenate(scores).reshape(
-      len(self.truth), len(shapes.RELATIONS), self.phrases_per_relation
+      len(self.truth), len(scenes.RELATIONS), self.phrases_per_relation
     )
     # log p(relation) = log sum over its phrases of p(caption).
     top = scores.max(-1, keepdims=True)

@@ -15,19 +15,14 @@ object is mentioned, the stated relations connect all objects, and every stated
 relation holds. Listing objects without relating them, dropping or inventing an
 object, and any word outside the grammar all make a caption wrong, so the score
 cannot be raised by vague or partial captions.
+
 """
 
 from collections.abc import Mapping, Sequence
 import dataclasses
 import re
 
-from captioning.data.shapes import COLORS
-from captioning.data.shapes import RELATION_PHRASES
-from captioning.data.shapes import SHAPES
-from captioning.data.shapes import SIZES
-from captioning.data.shapes import ShapeObject
-from captioning.data.shapes import mention_text
-from captioning.data.shapes import relation_holds
+from captioning.data.shapes import scenes
 
 ARTICLES = ("a", "an", "the")
 PREFIXES = (("there", "is"), ("a", "picture", "of"), ("an", "image", "with"))
@@ -84,7 +79,7 @@ class CaptionParseError(ValueError):
 def _connectors() -> tuple[tuple[tuple[str, ...], str | None], ...]:
   """All connectors as (tokens, relation or None), longest first."""
   options = [(joiner, None) for joiner in JOINERS]
-  for relation, phrases in RELATION_PHRASES:
+  for relation, phrases in scenes.RELATION_PHRASES:
     for phrase in phrases:
       for copula in COPULAS:
         options.append((copula + tuple(phrase.split()), relation))
@@ -92,7 +87,7 @@ def _connectors() -> tuple[tuple[tuple[str, ...], str | None], ...]:
 
 
 def _vocabulary() -> frozenset[str]:
-  words = set(ARTICLES) | set(SIZES) | set(COLORS) | set(SHAPES)
+  words = set(ARTICLES) | set(scenes.SIZES) | set(scenes.COLORS) | set(scenes.SHAPES)
   for group in (PREFIXES, SUFFIXES):
     for phrase in group:
       words.update(phrase)
@@ -116,7 +111,12 @@ def _parse_mention(tokens: Sequence[str], pos: int) -> Mention | None:
   if pos + 4 > len(tokens):
     return None
   article, size, color, shape = tokens[pos : pos + 4]
-  if article in ARTICLES and size in SIZES and color in COLORS and shape in SHAPES:
+  if (
+    article in ARTICLES
+    and size in scenes.SIZES
+    and color in scenes.COLORS
+    and shape in scenes.SHAPES
+  ):
     return Mention(article, size, color, shape)
   return None
 
@@ -191,7 +191,7 @@ def parse_caption(caption: str) -> ParsedCaption:
   return ParsedCaption(tuple(tokens), tuple(mentions), tuple(statements))
 
 
-def _resolve(mention: Mention, scene: Sequence[ShapeObject]) -> tuple[int | None, str]:
+def _resolve(mention: Mention, scene: Sequence[scenes.ShapeObject]) -> tuple[int | None, str]:
   """Returns the index of the one object a mention names, or None and why."""
   matches = [
     i
@@ -208,10 +208,10 @@ def _resolve(mention: Mention, scene: Sequence[ShapeObject]) -> tuple[int | None
       return None, f"wrong size: {mention.text()!r} is {obj.size}"
   for obj in scene:
     if obj.shape == mention.shape and obj.size == mention.size:
-      return None, f"wrong colour: no {mention.text()!r}, there is a {mention_text(obj)}"
+      return None, f"wrong colour: no {mention.text()!r}, there is a {scenes.mention_text(obj)}"
   for obj in scene:
     if obj.color == mention.color and obj.size == mention.size:
-      return None, f"wrong shape: no {mention.text()!r}, there is a {mention_text(obj)}"
+      return None, f"wrong shape: no {mention.text()!r}, there is a {scenes.mention_text(obj)}"
   return None, f"no {mention.text()!r} in the scene"
 
 
@@ -229,7 +229,7 @@ def _connected(num_objects: int, edges: Sequence[tuple[int, int]]) -> bool:
   return len({root(i) for i in range(num_objects)}) == 1
 
 
-def check_caption(caption: str, scene: Sequence[ShapeObject]) -> tuple[bool, str]:
+def check_caption(caption: str, scene: Sequence[scenes.ShapeObject]) -> tuple[bool, str]:
   """Judges a caption against a scene.
 
   Args:
@@ -251,12 +251,12 @@ def check_caption(caption: str, scene: Sequence[ShapeObject]) -> tuple[bool, str
     objects.append(index)
   for st in parsed.statements:
     subject, reference = scene[objects[st.subject]], scene[objects[st.reference]]
-    if not relation_holds(subject, reference, st.relation):
+    if not scenes.relation_holds(subject, reference, st.relation):
       return False, (
-        f"false relation: {mention_text(subject)!r} is not {st.relation} "
-        f"of {mention_text(reference)!r}"
+        f"false relation: {scenes.mention_text(subject)!r} is not {st.relation} "
+        f"of {scenes.mention_text(reference)!r}"
       )
-  missing = [mention_text(obj) for i, obj in enumerate(scene) if i not in objects]
+  missing = [scenes.mention_text(obj) for i, obj in enumerate(scene) if i not in objects]
   if missing:
     return False, f"objects not mentioned: {missing}"
   edges = [(objects[st.subject], objects[st.reference]) for st in parsed.statements]
@@ -265,19 +265,19 @@ def check_caption(caption: str, scene: Sequence[ShapeObject]) -> tuple[bool, str
   return True, "ok"
 
 
-def caption_is_correct(caption: str, scene: Sequence[ShapeObject]) -> bool:
+def caption_is_correct(caption: str, scene: Sequence[scenes.ShapeObject]) -> bool:
   """Returns whether every fact a caption states is true of the scene."""
   return check_caption(caption, scene)[0]
 
 
 def fact_accuracy(
-  predictions: Mapping[int, str], scenes: Mapping[int, Sequence[ShapeObject]]
+  predictions: Mapping[int, str], scene_by_id: Mapping[int, Sequence[scenes.ShapeObject]]
 ) -> dict[str, float]:
   """Scores generated captions by fact accuracy.
 
   Args:
     predictions: image_id -> generated caption.
-    scenes: image_id -> the image's objects; must cover every prediction.
+    scene_by_id: image_id -> the image's objects; must cover every prediction.
 
   Returns:
     {"fact_accuracy": share of correct captions, "fact_accuracy_{k}obj":
@@ -291,9 +291,9 @@ def fact_accuracy(
   totals = {}
   correct = {}
   for image_id, caption in predictions.items():
-    if image_id not in scenes:
+    if image_id not in scene_by_id:
       raise KeyError(f"Prediction for image_id {image_id!r} has no scene to check against.")
-    scene = scenes[image_id]
+    scene = scene_by_id[image_id]
     count = len(scene)
     totals[count] = totals.get(count, 0) + 1
     correct[count] = correct.get(count, 0) + int(caption_is_correct(caption, scene))

@@ -6,9 +6,9 @@ import itertools
 import numpy as np
 import pytest
 
-from captioning.data import shapes
+from captioning.data.shapes import scenes
 
-RGB = dict(shapes.COLOR_RGB)
+RGB = dict(scenes.COLOR_RGB)
 SIZE = 32
 
 
@@ -17,7 +17,7 @@ def splits():
   """Realistically sized splits, small images to stay fast."""
   sizes = {"train": 3000, "val": 300, "test": 300, "compositional": 300}
   return {
-    name: shapes.generate_split(name, n, seed=0, image_size=SIZE) for name, n in sizes.items()
+    name: scenes.generate_split(name, n, seed=0, image_size=SIZE) for name, n in sizes.items()
   }
 
 
@@ -30,12 +30,12 @@ def _pairs(scene):
 
 
 def _obj(shape="circle", color="red", size="small", row=0, col=0):
-  return shapes.ShapeObject(shape, color, size, row, col, (0, 0, 1, 1))
+  return scenes.ShapeObject(shape, color, size, row, col, (0, 0, 1, 1))
 
 
 def test_same_seed_gives_identical_output():
-  a = shapes.generate_split("train", 200, seed=3, image_size=SIZE)
-  b = shapes.generate_split("train", 200, seed=3, image_size=SIZE)
+  a = scenes.generate_split("train", 200, seed=3, image_size=SIZE)
+  b = scenes.generate_split("train", 200, seed=3, image_size=SIZE)
   assert a.images.tobytes() == b.images.tobytes()
   np.testing.assert_array_equal(a.image_ids, b.image_ids)
   assert a.captions == b.captions
@@ -43,8 +43,8 @@ def test_same_seed_gives_identical_output():
 
 
 def test_different_seed_gives_different_output():
-  a = shapes.generate_split("train", 200, seed=3, image_size=SIZE)
-  b = shapes.generate_split("train", 200, seed=4, image_size=SIZE)
+  a = scenes.generate_split("train", 200, seed=3, image_size=SIZE)
+  b = scenes.generate_split("train", 200, seed=4, image_size=SIZE)
   assert a.images.tobytes() != b.images.tobytes()
   assert a.captions != b.captions
   assert a.scenes != b.scenes
@@ -52,13 +52,13 @@ def test_different_seed_gives_different_output():
 
 @pytest.mark.parametrize("image_size", [32, 64, 100, 128])
 def test_shapes_and_dtypes(image_size):
-  data = shapes.generate_split("val", 50, image_size=image_size)
+  data = scenes.generate_split("val", 50, image_size=image_size)
   assert data.images.shape == (50, image_size, image_size, 3)
   assert data.images.dtype == np.uint8
   assert data.image_ids.shape == (50,) and data.image_ids.dtype == np.int64
   assert len(data.captions) == len(data.scenes) == 50
   assert all(len(c) == 5 for c in data.captions)
-  assert all(isinstance(obj, shapes.ShapeObject) for scene in data.scenes for obj in scene)
+  assert all(isinstance(obj, scenes.ShapeObject) for scene in data.scenes for obj in scene)
 
 
 def test_image_ids_unique_across_splits(splits):
@@ -76,9 +76,9 @@ def test_one_object_splits_disjoint_and_unique_within():
   # One-object scenes are few (a few thousand at 32 px); the split buckets must
   # still keep them apart, and a split smaller than its pool has no repeats.
   one = dict(image_size=SIZE, min_objects=1, max_objects=1)
-  train = shapes.generate_split("train", 2000, **one)
-  val = shapes.generate_split("val", 200, **one)
-  test = shapes.generate_split("test", 200, **one)
+  train = scenes.generate_split("train", 2000, **one)
+  val = scenes.generate_split("val", 200, **one)
+  test = scenes.generate_split("test", 200, **one)
   hashes = [_image_hashes(s) for s in (train, val, test)]
   assert [len(h) for h in hashes] == [2000, 200, 200]
   for a, b in itertools.combinations(hashes, 2):
@@ -89,14 +89,14 @@ def test_one_object_pool_is_reused_when_exhausted():
   # The val pool of one-object scenes at 32 px is a few hundred; asking for
   # more must repeat scenes rather than fail or leak into other buckets.
   one = dict(image_size=SIZE, min_objects=1, max_objects=1)
-  val = shapes.generate_split("val", 1500, **one)
-  train = shapes.generate_split("train", 500, **one)
+  val = scenes.generate_split("val", 1500, **one)
+  train = scenes.generate_split("train", 500, **one)
   assert len(_image_hashes(val)) < 1500
   assert not _image_hashes(val) & _image_hashes(train)
 
 
 def test_compositional_split_holds_held_out_pairs(splits):
-  held = set(shapes.DEFAULT_HELD_OUT)
+  held = set(scenes.DEFAULT_HELD_OUT)
   assert all(_pairs(scene) & held for scene in splits["compositional"].scenes)
   for name in ("train", "val", "test"):
     assert not any(_pairs(scene) & held for scene in splits[name].scenes), name
@@ -108,8 +108,8 @@ def test_compositional_split_holds_held_out_pairs(splits):
 
 def test_custom_held_out_pairs():
   held = (("yellow", "circle"),)
-  comp = shapes.generate_split("compositional", 100, image_size=SIZE, held_out_pairs=held)
-  train = shapes.generate_split("train", 300, image_size=SIZE, held_out_pairs=held)
+  comp = scenes.generate_split("compositional", 100, image_size=SIZE, held_out_pairs=held)
+  train = scenes.generate_split("train", 300, image_size=SIZE, held_out_pairs=held)
   assert all(("yellow", "circle") in _pairs(scene) for scene in comp.scenes)
   assert not any(("yellow", "circle") in _pairs(scene) for scene in train.scenes)
   # The default held-out pairs are ordinary training pairs here.
@@ -117,9 +117,9 @@ def test_custom_held_out_pairs():
 
 
 def test_held_out_pairs_leaving_exactly_enough_pairs():
-  all_pairs = [(c, s) for c in shapes.COLORS for s in shapes.SHAPES]
+  all_pairs = [(c, s) for c in scenes.COLORS for s in scenes.SHAPES]
   held = tuple(all_pairs[2:])
-  data = shapes.generate_split("train", 50, image_size=SIZE, max_objects=2, held_out_pairs=held)
+  data = scenes.generate_split("train", 50, image_size=SIZE, max_objects=2, held_out_pairs=held)
   assert all(_pairs(scene) <= set(all_pairs[:2]) for scene in data.scenes)
 
 
@@ -133,19 +133,19 @@ def test_scene_structure(splits):
       assert cells == sorted(cells)
       assert len(_pairs(scene)) == len(scene), name
       for obj in scene:
-        assert obj.shape in shapes.SHAPES and obj.color in shapes.COLORS
-        assert obj.size in shapes.SIZES and 0 <= obj.row < 3 and 0 <= obj.col < 3
+        assert obj.shape in scenes.SHAPES and obj.color in scenes.COLORS
+        assert obj.size in scenes.SIZES and 0 <= obj.row < 3 and 0 <= obj.col < 3
     assert counts == {1, 2, 3}, name
 
 
 def test_object_count_bounds():
-  data = shapes.generate_split("test", 100, image_size=SIZE, min_objects=2, max_objects=2)
+  data = scenes.generate_split("test", 100, image_size=SIZE, min_objects=2, max_objects=2)
   assert {len(scene) for scene in data.scenes} == {2}
 
 
 @pytest.mark.parametrize("image_size", [32, 64, 128])
 def test_objects_stay_inside_their_cells(image_size):
-  data = shapes.generate_split("train", 300, image_size=image_size)
+  data = scenes.generate_split("train", 300, image_size=image_size)
   bounds = [(k * image_size) // 3 for k in range(4)]
   for scene in data.scenes:
     for obj in scene:
@@ -156,7 +156,7 @@ def test_objects_stay_inside_their_cells(image_size):
 
 @pytest.mark.parametrize("image_size", [32, 64])
 def test_drawn_pixels_match_scene(image_size):
-  data = shapes.generate_split("train", 300, image_size=image_size)
+  data = scenes.generate_split("train", 300, image_size=image_size)
 
   def packed(rgb):
     rgb = np.asarray(rgb, dtype=np.int64)
@@ -178,22 +178,22 @@ def test_drawn_pixels_match_scene(image_size):
       counts.setdefault((obj.shape, obj.size), []).append(int(own.sum()))
       drawn += int(own.sum())
     assert drawn == int(image.any(axis=-1).sum()), "pixels outside the objects"
-  for shape in shapes.SHAPES:
+  for shape in scenes.SHAPES:
     assert min(counts[shape, "large"]) > 2 * max(counts[shape, "small"]), shape
-  large = min(min(counts[s, "large"]) for s in shapes.SHAPES)
-  small = max(max(counts[s, "small"]) for s in shapes.SHAPES)
+  large = min(min(counts[s, "large"]) for s in scenes.SHAPES)
+  small = max(max(counts[s, "small"]) for s in scenes.SHAPES)
   assert large > small
 
 
 def test_shapes_are_distinguishable():
-  data = shapes.generate_split("train", 300, image_size=64)
+  data = scenes.generate_split("train", 300, image_size=64)
   masks = {}
   for image, scene in zip(data.images, data.scenes):
     for obj in scene:
       x0, y0, x1, y1 = obj.bbox
       masks.setdefault((obj.shape, obj.size), image[y0:y1, x0:x1].any(axis=-1))
-  for size in shapes.SIZES:
-    fill = {s: masks[s, size].mean() for s in shapes.SHAPES}
+  for size in scenes.SIZES:
+    fill = {s: masks[s, size].mean() for s in scenes.SHAPES}
     assert fill["square"] == 1.0
     assert 0.6 < fill["circle"] < 0.95
     assert 0.35 < fill["triangle"] < 0.65
@@ -203,14 +203,14 @@ def test_relations():
   a = _obj(row=0, col=0)
   b = _obj(row=1, col=2)
   c = _obj(row=0, col=2)
-  assert shapes.relation_holds(a, b, "left") and not shapes.relation_holds(a, b, "right")
-  assert shapes.relation_holds(a, b, "above") and not shapes.relation_holds(a, b, "below")
-  assert shapes.relation_holds(b, a, "right") and shapes.relation_holds(b, a, "below")
-  assert shapes.true_relations(a, b) == ["left", "above"]
-  assert shapes.true_relations(c, b) == ["above"]
-  assert shapes.true_relations(a, a) == []
+  assert scenes.relation_holds(a, b, "left") and not scenes.relation_holds(a, b, "right")
+  assert scenes.relation_holds(a, b, "above") and not scenes.relation_holds(a, b, "below")
+  assert scenes.relation_holds(b, a, "right") and scenes.relation_holds(b, a, "below")
+  assert scenes.true_relations(a, b) == ["left", "above"]
+  assert scenes.true_relations(c, b) == ["above"]
+  assert scenes.true_relations(a, a) == []
   with pytest.raises(ValueError, match="Unknown relation"):
-    shapes.relation_holds(a, b, "near")
+    scenes.relation_holds(a, b, "near")
 
 
 def test_captions_format_and_variety(splits):
@@ -236,7 +236,7 @@ def test_diagonal_pairs_use_both_relation_kinds(splits):
 
 
 def test_captions_per_image():
-  data = shapes.generate_split("train", 20, image_size=SIZE, captions_per_image=9)
+  data = scenes.generate_split("train", 20, image_size=SIZE, captions_per_image=9)
   assert all(len(c) == 9 for c in data.captions)
 
 
@@ -255,7 +255,7 @@ def test_captions_per_image():
     (dict(held_out_pairs=(("red", "star"),)), "unknown shape"),
     (dict(held_out_pairs=("red",)), "pair"),
     (
-      dict(held_out_pairs=tuple((c, s) for c in shapes.COLORS for s in shapes.SHAPES)[2:]),
+      dict(held_out_pairs=tuple((c, s) for c in scenes.COLORS for s in scenes.SHAPES)[2:]),
       "fewer than max_objects",
     ),
     (dict(split="compositional", held_out_pairs=()), "at least one held-out"),
@@ -266,4 +266,4 @@ def test_argument_validation(kwargs, match):
   args = dict(split="train", num_examples=10, image_size=SIZE)
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
-    shapes.generate_split(args.pop("split"), args.pop("num_examples"), **args)
+    scenes.generate_split(args.pop("split"), args.pop("num_examples"), **args)

@@ -2,12 +2,12 @@
 
 import pytest
 
-from captioning.data import shapes
-from captioning.evaluators import facts
+from captioning.data.shapes import facts
+from captioning.data.shapes import scenes
 
 
 def _obj(shape, color, size, row, col):
-  return shapes.ShapeObject(shape, color, size, row, col, (0, 0, 1, 1))
+  return scenes.ShapeObject(shape, color, size, row, col, (0, 0, 1, 1))
 
 
 ONE = (_obj("circle", "red", "small", 0, 0),)
@@ -24,7 +24,7 @@ THREE = (
 
 @pytest.fixture(scope="module")
 def generated():
-  return {name: shapes.generate_split(name, 500, seed=1, image_size=32) for name in shapes.SPLITS}
+  return {name: scenes.generate_split(name, 500, seed=1, image_size=32) for name in scenes.SPLITS}
 
 
 def test_every_reference_caption_is_correct(generated):

@@ -6,7 +6,7 @@ relations are defined on cells, every relation between two objects is
 unambiguous, and because no two objects of a scene share a (colour, shape)
 pair, every mention of an object in a caption names exactly one object. That
 makes the captions mechanically checkable (see
-`captioning.evaluators.facts`).
+`captioning.data.shapes.facts`).
 
 Splits are disjoint by construction: every scene has a stable hash of
 everything that determines its pixels, and train/val/test each accept only the
@@ -238,7 +238,7 @@ def _shape_mask(shape: str, side: int) -> np.ndarray:
   raise ValueError(f"Unknown shape {shape!r}.")
 
 
-def _validate(
+def check_arguments(
   split, num_examples, image_size, min_objects, max_objects, held_out_pairs, captions_per_image
 ):
   """Checks the arguments of generate_split; returns held-out pairs as a tuple."""
@@ -520,7 +520,7 @@ def generate_split(
   Raises:
     ValueError: If an argument is invalid.
   """
-  held_out = _validate(
+  held_out = check_arguments(
     split, num_examples, image_size, min_objects, max_objects, held_out_pairs, captions_per_image
   )
   split_index = SPLITS.index(split)

@@ -1,0 +1,197 @@
+"""One way to build a training run: data, tokenizer, model, optimizer, checkpoint, stream, step.
+
+`TrainingRun.create(config, workdir)` is what `train.train_and_evaluate` trains and what
+`benchmarks/train_throughput.py` times, so the benchmark measures exactly what training does.
+Nothing is written to the workdir until every part is built, so a bad config value leaves an
+existing workdir as it was.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from captioning import config_checks
+from captioning import evaluators
+from captioning import experiment
+from captioning import losses
+from captioning import registry
+from captioning.data import datasets
+from captioning.data import pipeline
+
+
+def create_strategy(name):
+  """Returns the tf.distribute strategy named by `config.train.strategy`."""
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if name == "multi_worker_mirrored":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  raise ValueError(
+    f"Unknown config.train.strategy {name!r}; expected default | mirrored | multi_worker_mirrored"
+  )
+
+
+def make_train_step(model, optimizer, loss_fn, strategy, pad_id, train_config):
+  """Builds the distributed train step: batch dict -> dict of scalar metrics.
+
+  Args:
+    model: the Captioner.
+    optimizer: its optimizer, built over `model.trainable_variables`.
+    loss_fn: a `losses.CaptionLoss`.
+    strategy: the tf.distribute strategy the model was built under.
+    pad_id: the tokenizer's padding id.
+    train_config: the `train` section (grad_clip_norm, jit_compile).
+  """
+  num_replicas = strategy.num_replicas_in_sync
+
+  def loss_and_grads(batch):
+    inputs, targets = batch["tokens"][:, :-1], batch["tokens"][:, 1:]  # [B, T] each
+    mask = tf.not_equal(targets, pad_id)
+    with tf.GradientTape() as tape:
+      out = model({"image": batch["image"], "tokens": inputs}, training=True)
+      loss, metrics = loss_fn(targets, out, mask)
+      # Gradients are summed over replicas when applied, so each replica's loss is scaled down.
+      scaled = loss / num_replicas
+    grads = tape.gradient(scaled, model.trainable_variables)
+    grads, grad_norm = tf.clip_by_global_norm(grads, train_config.grad_clip_norm)
+    metrics["grad_norm"] = grad_norm
+    metrics["teacher_forced_token_accuracy"] = losses.token_accuracy(targets, out["logits"], mask)
+    if "gate" in out:  # decoders with a gating scalar report its mean
+      metrics["mean_gate"] = tf.reduce_mean(tf.boolean_mask(tf.cast(out["gate"], tf.float32), mask))
+    return grads, metrics
+
+  compiled = tf.function(loss_and_grads, jit_compile=bool(train_config.jit_compile))
+
+  def replica_step(batch):
+    grads, metrics = compiled(batch)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return metrics
+
+  @tf.function
+  def train_step(batch):
+    per_replica = strategy.run(replica_step, args=(batch,))
+    return {k: strategy.reduce("MEAN", v, axis=None) for k, v in per_replica.items()}
+
+  return train_step
+
+
+@dataclasses.dataclass
+class TrainingRun:
+  """Everything a training run is made of, built by `create`.
+
+  Attributes:
+    config: the validated config.
+    workdir: where the run saves and resumes.
+    dataset: the `datasets.Dataset` of `config.data`.
+    train_split: its training split.
+    tokenizer: the workdir's tokenizer.
+    strategy: the tf.distribute strategy.
+    model: the Captioner (its output bias starts from the training captions' word prior).
+    optimizer: AdamW on the config's schedule.
+    step: the host step counter, an int64 variable.
+    manager: the `tf.train.CheckpointManager` of model, optimizer and step.
+    stream: the `pipeline.TrainStream` (a pure function of seed and step).
+    train_step: the compiled distributed step, batch dict -> dict of scalars.
+    eval_split: the first `config.eval.num_examples` images of the dataset's evaluation split.
+    evaluators: {name: evaluator} of `config.eval.evaluators`, built on `eval_split`.
+  """
+
+  config: object
+  workdir: str
+  dataset: datasets.Dataset
+  train_split: datasets.CaptionSplit
+  tokenizer: object
+  strategy: object
+  model: keras.Model
+  optimizer: keras.optimizers.Optimizer
+  step: tf.Variable
+  manager: tf.train.CheckpointManager
+  stream: pipeline.TrainStream
+  train_step: object
+  eval_split: datasets.CaptionSplit
+  evaluators: dict
+
+  @classmethod
+  def create(cls, config, workdir):
+    """Builds the run and restores the workdir's latest checkpoint, if any.
+
+    Raises:
+      ValueError: a bad config value, or a workdir trained with another data or model config.
+    """
+    config_checks.validate(config)
+    experiment.check_workdir(config, workdir)
+    keras.utils.set_random_seed(config.seed)
+    dataset = datasets.create(config.data, config.seed)
+    train_split = dataset.split(dataset.train_split)
+    tokenizer = experiment.load_or_build_tokenizer(workdir, train_split, config.data)
+    tokens = pipeline.encode_captions(train_split, tokenizer, config.data.max_caption_length)
+    curriculum = dict(config.curriculum)
+    curriculum_steps = curriculum.pop("steps")
+    words = (tokens != tokenizer.pad_id).sum(-1) - 2  # [N, K], without <start> and <end>
+    curriculum_pairs = registry.call_with_section(
+      dataset.curriculum_pairs, curriculum, "config.curriculum", split=train_split, words=words
+    )
+    stream = pipeline.TrainStream(
+      train_split,
+      tokens,
+      config.train.batch_size,
+      config.seed,
+      length_multiple=config.data.bucket_length_multiple,
+      curriculum_steps=curriculum_steps,
+      curriculum_pairs=curriculum_pairs,
+    )
+
+    strategy = create_strategy(config.train.strategy)
+    with strategy.scope():
+      prior = tokenizer.word_counts_prior(c for caps in train_split.captions for c in caps)
+      model = experiment.build_model(config, tokenizer.vocab_size, output_bias=prior)
+      optimizer = experiment.build_optimizer(config.train)
+      optimizer.build(model.trainable_variables)
+    loss_fn = registry.call_with_section(losses.CaptionLoss, config.loss, "config.loss")
+    eval_split = dataset.split(dataset.eval_split).take(config.eval.num_examples)
+    evals = evaluators.create_all(
+      config.eval.evaluators,
+      split=eval_split,
+      tokenizer=tokenizer,
+      max_caption_length=config.data.max_caption_length,
+      decode=config.decode,
+      batch_size=config.eval.batch_size,
+      jit_compile=config.train.jit_compile,
+    )
+    # The step counter lives on the host, outside the strategy: it is not a replicated variable.
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    checkpoint = experiment.training_checkpoint(model, optimizer, step)
+    manager = tf.train.CheckpointManager(
+      checkpoint,
+      experiment.checkpoint_dir(workdir),
+      max_to_keep=config.train.max_checkpoints,
+      step_counter=step,
+    )
+    manager.restore_or_initialize()
+    # Everything is built: only now is the workdir written.
+    experiment.save_workdir(config, tokenizer, workdir, int(step))
+    train_step = make_train_step(
+      model, optimizer, loss_fn, strategy, tokenizer.pad_id, config.train
+    )
+    return cls(
+      config=config,
+      workdir=workdir,
+      dataset=dataset,
+      train_split=train_split,
+      tokenizer=tokenizer,
+      strategy=strategy,
+      model=model,
+      optimizer=optimizer,
+      step=step,
+      manager=manager,
+      stream=stream,
+      train_step=train_step,
+      eval_split=eval_split,
+      evaluators=evals,
+    )
+
+  def batches(self):
+    """The distributed batches from the current step on."""
+    return iter(self.strategy.experimental_distribute_dataset(self.stream.dataset(int(self.step))))
