@@ -16,6 +16,12 @@ relation holds. Listing objects without relating them, dropping or inventing an
 object, and any word outside the grammar all make a caption wrong, so the score
 cannot be raised by vague or partial captions.
 
+Mentions must also refer the way English does: an indefinite mention ("a ...")
+introduces an object not mentioned before, and an object is named again only as
+"the ..." in a stated relation. So "a small purple square and a small purple
+square" for a scene of one square names an object twice and is wrong, and a
+caption that relates the same two objects twice (a repeated clause, the loop a
+decoder falls into) is wrong too: no reference caption does either.
 """
 
 from collections.abc import Mapping, Sequence
@@ -248,8 +254,18 @@ def check_caption(caption: str, scene: Sequence[scenes.ShapeObject]) -> tuple[bo
     index, reason = _resolve(mention, scene)
     if index is None:
       return False, reason
+    if index in objects:
+      if mention.article != "the":
+        return False, f"{mention.text()!r} is introduced twice ('a' names a new object)"
+      if not any(len(objects) in (st.subject, st.reference) for st in parsed.statements):
+        return False, f"'the {mention.text()}' names an object again without relating it"
     objects.append(index)
+  related = set()
   for st in parsed.statements:
+    pair = frozenset((objects[st.subject], objects[st.reference]))
+    if pair in related:
+      return False, "relates the same two objects twice (a repeated clause)"
+    related.add(pair)
     subject, reference = scene[objects[st.subject]], scene[objects[st.reference]]
     if not scenes.relation_holds(subject, reference, st.relation):
       return False, (

@@ -154,6 +154,35 @@ def test_true_captions(scene, caption):
       "unexpected words",
     ),
     (TWO, "a small red circle to the left of on a black background", "dangling relation"),
+    # An object named twice, and repeated-clause loops: every fact true, still wrong.
+    (ONE, "a small red circle and a small red circle", "introduced twice"),
+    (ONE, "there is a small red circle , a small red circle", "introduced twice"),
+    (
+      TWO,
+      "a small red circle left of a large blue square and a small red circle left of a large "
+      "blue square",
+      "introduced twice",
+    ),
+    (
+      TWO,
+      "there is a small red circle and a large blue square , the small red circle is left of "
+      "the large blue square , the small red circle is left of the large blue square",
+      "repeated clause",
+    ),
+    (
+      TWO,
+      "a small red circle left of a large blue square , the large blue square is right of the "
+      "small red circle",
+      "repeated clause",
+    ),
+    (
+      THREE,
+      "a small red circle left of a large blue square and a large yellow triangle under the "
+      "large blue square , and the small red circle is left of the large blue square",
+      "repeated clause",
+    ),
+    (ONE, "a small red circle and the small red circle", "again without relating it"),
+    (TWO, "a small red circle left of a large blue square , the large blue square", "again"),
   ],
 )
 def test_false_or_malformed_captions(scene, caption, reason):
