@@ -1,4 +1,5 @@
-"""A tiny configuration for tests and quick checks: trains in about a minute on 2 CPU cores.
+"""A small configuration for tests and quick checks: trains in under 3 minutes on 2 CPU cores,
+long enough to learn spatial relations (tests/test_learning.py asserts them).
 
 python scripts/train.py --config=configs/smoke.py --workdir=/tmp/smoke
 """
@@ -35,12 +36,14 @@ def get_config(arg=None):
   config.model.decoder.attention_dim = 64
 
   config.train.batch_size = 32
-  config.train.num_steps = 800
+  # 800 steps name objects but leave relations at chance (probe 0.53 / 0.54); 2400 learn them
+  # (three seeds: 2-object fact accuracy 0.65-0.86, probe 0.82-0.92 / 0.67-0.93).
+  config.train.num_steps = 2400
   config.train.learning_rate = 3e-3
   config.train.warmup_steps = 50
-  config.train.log_every = 50
-  config.train.eval_every = 400
-  config.train.checkpoint_every = 200
+  config.train.log_every = 100
+  config.train.eval_every = 1200
+  config.train.checkpoint_every = 600
 
   config.decode.max_length = 25
   config.eval.num_examples = 200
