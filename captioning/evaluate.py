@@ -67,15 +67,7 @@ def evaluate_workdir(
     config.decode.method, config.decode.beam_size = method, size
   dataset = datasets.create(config.data, config.seed)
   data = dataset.split(split).take(num_examples)
-  evals = evaluators.create_all(
-    config.eval.evaluators,
-    split=data,
-    tokenizer=tokenizer,
-    max_caption_length=config.data.max_caption_length,
-    decode=config.decode,
-    batch_size=batch_size or config.eval.batch_size,
-    jit_compile=config.train.jit_compile,
-  )
+  evals = evaluators.create_for_run(config, data, tokenizer, batch_size)
   out_dir = os.path.join(workdir, "eval", out_name)
   os.makedirs(out_dir, exist_ok=True)
   writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", f"eval_{out_name}"))

@@ -151,15 +151,7 @@ class TrainingRun:
       optimizer.build(model.trainable_variables)
     loss_fn = registry.call_with_section(losses.CaptionLoss, config.loss, "config.loss")
     eval_split = dataset.split(dataset.eval_split).take(config.eval.num_examples)
-    evals = evaluators.create_all(
-      config.eval.evaluators,
-      split=eval_split,
-      tokenizer=tokenizer,
-      max_caption_length=config.data.max_caption_length,
-      decode=config.decode,
-      batch_size=config.eval.batch_size,
-      jit_compile=config.train.jit_compile,
-    )
+    evals = evaluators.create_for_run(config, eval_split, tokenizer)
     # The step counter lives on the host, outside the strategy: it is not a replicated variable.
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     checkpoint = experiment.training_checkpoint(model, optimizer, step)

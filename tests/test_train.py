@@ -3,6 +3,7 @@
 The end-to-end learning test lives in test_learning.py.
 """
 
+import json
 import os
 
 import keras
@@ -189,3 +190,19 @@ def test_mixed_bfloat16_trains_a_step(tmp_path):
   train.train_and_evaluate(config, str(tmp_path / "w"))
   scalars = helpers.read_scalars(str(tmp_path / "w" / "tensorboard" / "train"))
   assert np.isfinite(scalars["train/loss"][2])
+
+
+def test_a_workdir_of_the_old_flat_config_is_refused_with_a_clear_message(tmp_path):
+  workdir = tmp_path / "old"
+  workdir.mkdir()
+  config = json.loads(helpers.load_config(**TINY).to_json())
+  config["model"] = {"encoder": "small_cnn", "hidden_dim": 256, "num_layers": 1}  # before
+  (workdir / "config.json").write_text(json.dumps(config))
+  (workdir / "keep.txt").write_text("results")
+  for call in (
+    lambda: experiment.restore(str(workdir)),
+    lambda: train.train_and_evaluate(helpers.load_config(**TINY), str(workdir)),
+  ):
+    with pytest.raises(ValueError, match="does not fit this version of captioning"):
+      call()
+  assert sorted(os.listdir(workdir)) == ["config.json", "keep.txt"]

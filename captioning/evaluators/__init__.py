@@ -63,5 +63,19 @@ def create_all(evaluators_config, **context):
   return out
 
 
+def create_for_run(config, split, tokenizer, batch_size=None):
+  """Builds the evaluators of `config.eval.evaluators` on `split`, with the run's context
+  taken from the config (`batch_size` instead of `config.eval.batch_size` when given)."""
+  return create_all(
+    config.eval.evaluators,
+    split=split,
+    tokenizer=tokenizer,
+    max_caption_length=config.data.max_caption_length,
+    decode=config.decode,
+    batch_size=batch_size or config.eval.batch_size,
+    jit_compile=config.train.jit_compile,
+  )
+
+
 def names():
   return EVALUATORS.names()
