@@ -52,7 +52,7 @@ def main(argv):
     out["loss"].numpy()
     train_seconds = time.perf_counter() - start
 
-    images = run.train_split.images[: config.eval.batch_size]
+    images = run.train_split.images.numpy(range(min(config.eval.batch_size, len(run.train_split))))
     repeats = 3
     decode_rates = {}
     # The config's own decoding, and greedy for comparison.

@@ -77,7 +77,14 @@ def evaluate_workdir(
     report.update(evaluator.report())
     evaluator.write_results(out_dir)
     evaluator.write_summaries(writer, step, split)
-  report = {**metrics, **report, "split": split, "step": step, "num_images": len(data)}
+  report = {
+    **metrics,
+    **report,
+    "split": split,
+    "step": step,
+    "num_images": len(data),
+    "skipped_images": data.skipped,
+  }
   experiment.write_json(os.path.join(out_dir, "metrics.json"), report)
   summaries.write_scalars(writer, step, metrics, split)
   writer.flush()

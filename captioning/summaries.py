@@ -55,7 +55,7 @@ def write_caption_samples(
     writer: a tf.summary writer.
     step: the training step.
     prefix: the tag prefix, e.g. "val".
-    split: a CaptionSplit of the sampled images.
+    split: a CaptionSplit of the sampled images (read here, a few at most).
     predictions: {image_id: caption}, covering the split.
     attention: [N, T, L] attention of each decoding step, for the split's images in order.
     finished: bool [N], False for captions cut at the length limit.
@@ -67,14 +67,25 @@ def write_caption_samples(
       f"{prefix}/samples", samples_markdown(ids, predictions, split.references(), finished)
     )
     pictures = []
-    for i, image_id in enumerate(ids):
+    for i, (image_id, image) in enumerate(zip(ids, split.images.numpy(range(len(ids))))):
       words = tokenizer_lib.split_words(predictions[int(image_id)])
-      pictures.append(
-        attention_overlay(split.images[i], attention[i], feature_map_shape, len(words) + 1)
-      )
+      pictures.append(attention_overlay(image, attention[i], feature_map_shape, len(words) + 1))
     width = max(p.shape[1] for p in pictures)
     pictures = [np.pad(p, [(0, 0), (0, width - p.shape[1]), (0, 0)]) for p in pictures]
     tf.summary.image(f"{prefix}/attention", np.stack(pictures), max_outputs=len(ids))
+
+
+def write_skipped(writer, splits):
+  """Writes what each split's index left out (counts as scalars at step 0, examples as text)."""
+  rows = ["| split | reason | images | first files |", "|---|---|---|---|"]
+  with writer.as_default(step=0):
+    for split in splits:
+      for reason, entry in split.skipped.items():
+        tf.summary.scalar(f"data/{split.name}_skipped_{reason}", entry["count"])
+        rows.append(f"| {split.name} | {reason} | {entry['count']} | "
+                    f"{'<br>'.join(entry['examples'])} |")  # fmt: skip
+    if len(rows) > 2:
+      tf.summary.text("data/skipped_images", "\n".join(rows))
 
 
 def write_scalars(writer, step, metrics, prefix):

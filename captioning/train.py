@@ -62,6 +62,7 @@ def train_and_evaluate(config, workdir):
   eval_writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "eval"))
   if int(step) == 0:
     summaries.write_config(train_writer, config)
+    summaries.write_skipped(train_writer, (run.train_split, run.eval_split))
 
   history, last_eval = [], {}
   last_time, last_step = time.time(), int(step)

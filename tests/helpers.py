@@ -9,13 +9,14 @@ import tensorflow as tf
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_config(name="smoke", **overrides):
-  """Loads configs/NAME.py and applies dotted overrides, e.g. {"model.decoder.hidden_dim": 32}."""
+def load_config(name="smoke", config_arg=None, **overrides):
+  """Loads configs/NAME.py (with `get_config(config_arg)`) and applies dotted overrides, e.g.
+  {"model.decoder.hidden_dim": 32}."""
   path = os.path.join(ROOT, "configs", f"{name}.py")
   spec = importlib.util.spec_from_file_location(f"config_{name}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config()
+  config = module.get_config(config_arg)
   for key, value in overrides.items():
     *parents, field = key.split(".")
     node = config
@@ -74,3 +75,165 @@ def tiny_captioner(vocab_size=20, image_size=32, output_bias=None, dtype=None, *
   )
   model.build({"image": (None, image_size, image_size, 3), "tokens": (None, None)})
   return model
+
+
+# Image files as they come in the wild, for the real-photo datasets' tests. Every good kind
+# decodes to RGB; every bad kind is left out of an index with the reason named here.
+GOOD_KINDS = ("jpeg", "gray_jpeg", "cmyk_jpeg", "rgba_png", "palette_png", "gif", "bmp", "wide")
+BAD_KINDS = {
+  "corrupt": "undecodable",
+  "truncated": "truncated_file",
+  "empty": "empty_file",
+  "missing": "missing_file",
+  "bmp8": "unsupported_format",
+  "no_caption": "no_usable_caption",
+}
+
+
+def write_image(path, kind, seed=0):
+  """Writes an image file of `kind` (GOOD_KINDS or BAD_KINDS) at `path`; returns its RGB pixels
+  (None for bad kinds)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+
+  rng = np.random.RandomState(seed)
+  pixels = rng.randint(0, 256, (36, 80 if kind == "wide" else 48, 3)).astype(np.uint8)
+  image = Image.fromarray(pixels)
+  if kind in ("jpeg", "wide", "no_caption"):
+    image.save(path, "JPEG")
+  elif kind == "gray_jpeg":
+    image.convert("L").save(path, "JPEG")
+  elif kind == "cmyk_jpeg":
+    image.convert("CMYK").save(path, "JPEG")
+  elif kind == "rgba_png":
+    image.convert("RGBA").save(path, "PNG")
+  elif kind == "palette_png":
+    image.convert("P").save(path, "PNG")
+  elif kind == "gif":
+    frames = [image.convert("P"), Image.fromarray(255 - pixels).convert("P")]
+    frames[0].save(path, "GIF", save_all=True, append_images=frames[1:])
+  elif kind == "bmp":
+    image.save(path, "BMP")
+  elif kind == "bmp8":
+    image.convert("P").save(path, "BMP")
+  elif kind == "corrupt":
+    with open(path, "wb") as f:
+      f.write(b"\xff\xd8 this is not really a jpeg \xff\xd9")
+  elif kind == "truncated":
+    image.save(path, "JPEG")
+    with open(path, "rb") as f:
+      data = f.read()
+    with open(path, "wb") as f:
+      f.write(data[: len(data) // 2])
+  elif kind == "empty":
+    open(path, "wb").close()
+  elif kind != "missing":
+    raise ValueError(kind)
+  return pixels if kind in GOOD_KINDS else None
+
+
+def photo_records(root, sizes=(("train", 12), ("val", 4), ("test", 4)), bad=True):
+  """Writes a folder of photos under `root`/images and returns their records.
+
+  Each split gets its number of good images (cycling through GOOD_KINDS, 5 captions each, with
+  mixed case, punctuation and unicode); with `bad`, the train split also gets one image of each
+  BAD_KINDS. Returns a list of dicts: id, file (relative to root/images), split, captions, kind.
+  """
+  import os  # pylint: disable=import-outside-toplevel,redefined-outer-name
+
+  folder = os.path.join(root, "images")
+  os.makedirs(folder, exist_ok=True)
+  records, next_id = [], 1001
+  colours = ("red", "green", "blue", "yellow", "purple", "orange", "black", "white")
+  for split, count in sizes:
+    kinds = [GOOD_KINDS[i % len(GOOD_KINDS)] for i in range(count)]
+    if bad and split == "train":
+      kinds += list(BAD_KINDS)
+    for kind in kinds:
+      ext = {"rgba_png": "png", "palette_png": "png", "gif": "gif", "bmp": "bmp", "bmp8": "bmp"}
+      file = f"{split}_{next_id}.{ext.get(kind, 'jpg')}"
+      write_image(os.path.join(folder, file), kind, seed=next_id)
+      colour = colours[next_id % len(colours)]
+      captions = [
+        f"A {colour.upper()} thing, number {next_id}!",
+        f"a  {colour} photo\tof item {next_id}.",
+        f"Café scene with a {colour} object",
+        f"the {colour} one “quoted” {next_id}",
+        f"{colour} {colour} {colour}",
+      ]
+      if kind == "no_caption":
+        captions = ["", "   ", "...!!!"]
+      records.append(
+        {"id": next_id, "file": file, "split": split, "captions": captions, "kind": kind}
+      )
+      next_id += 1
+  return records
+
+
+def write_karpathy_json(path, records, coco_style=False):
+  """The Karpathy-split file of `records` (COCO style: filepath and cocoid, like
+  dataset_coco.json)."""
+  import json  # pylint: disable=import-outside-toplevel
+
+  images = []
+  for n, r in enumerate(records):
+    entry = {"filename": r["file"], "split": r["split"], "imgid": n,
+             "sentences": [{"raw": c} for c in r["captions"]]}  # fmt: skip
+    if coco_style:
+      entry.update(filepath="", cocoid=r["id"])
+    images.append(entry)
+  with open(path, "w") as f:
+    json.dump({"images": images, "dataset": "test"}, f)
+
+
+def write_coco_json(path, records):
+  """COCO caption annotations of `records`."""
+  import json  # pylint: disable=import-outside-toplevel
+
+  data = {
+    "images": [{"id": r["id"], "file_name": r["file"]} for r in records],
+    "annotations": [
+      {"image_id": r["id"], "id": 10 * r["id"] + k, "caption": c}
+      for r in records
+      for k, c in enumerate(r["captions"])
+    ],
+  }
+  with open(path, "w") as f:
+    json.dump(data, f)
+
+
+# Examples of a mocked TFDS coco_captions, distinct per split (the default mock repeats ids and
+# gives every split the same images); captions include unusable ones ("", "...").
+TFDS_SPLIT_IDS = {"train": range(100, 112), "val": range(200, 204), "test": range(300, 304)}
+
+
+def tfds_as_dataset(calls=None):
+  """An `as_dataset_fn` for `tfds.testing.mock_data`: encoded JPEGs, as SkipDecoding gives
+  them. Appends each split asked for to `calls`."""
+  import io  # pylint: disable=import-outside-toplevel
+
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+
+  def jpeg(seed):
+    pixels = np.random.RandomState(seed).randint(0, 256, (30, 40, 3)).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG")
+    return out.getvalue()
+
+  def as_dataset(self, split, decoders=None, read_config=None, **kwargs):
+    del self, decoders, read_config, kwargs
+    if calls is not None:
+      calls.append(str(split))
+    ids = list(TFDS_SPLIT_IDS[str(split)])
+    examples = {
+      "image": [jpeg(i) for i in ids],
+      "image/id": np.array(ids, np.int64),
+      "captions": {
+        "text": [[f"A Photo of item {i}.", f"item {i} again", "", "...", f"{i}"] for i in ids],
+        "id": [[5 * i + k for k in range(5)] for i in ids],
+      },
+    }
+    return tf.data.Dataset.from_tensor_slices(examples)
+
+  return as_dataset

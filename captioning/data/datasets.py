@@ -28,28 +28,40 @@ PIPELINE_KEYS = (
 
 DATASETS = registry.Registry(
   "config.data.name",
-  {"shapes": "captioning.data.shapes.dataset:ShapesDataset"},
+  {
+    "shapes": "captioning.data.shapes.dataset:ShapesDataset",
+    "karpathy_json": "captioning.data.karpathy:KarpathyDataset",
+    "coco_json": "captioning.data.coco:CocoDataset",
+    "tfds": "captioning.data.tfds_captions:TfdsDataset",
+  },
 )
 
 
 @dataclasses.dataclass(frozen=True)
 class CaptionSplit:
-  """One split of a captioning dataset, in memory.
+  """One split of a captioning dataset: an index of images and their captions.
+
+  The pixels are not held here unless the dataset generates them: `images` is an
+  `images.ArrayImages` (in memory) or an `images.FileImages` (paths, read by tf.data when used),
+  so memory does not grow with the dataset.
 
   Attributes:
     name: the split name.
-    images: uint8 [N, S, S, 3].
+    images: the N images, an `ArrayImages` or `FileImages`.
     image_ids: int64 [N], unique within the dataset.
-    captions: N lists of reference captions.
+    captions: N lists of reference captions (normalised).
+    skipped: what the index left out, {reason: {"count": n, "examples": [file names]}} (see
+      `images.SKIP_REASONS`); empty when nothing was.
   """
 
   # The fields that hold one entry per image, in order; subclasses add theirs.
   PER_IMAGE = ("images", "image_ids", "captions")
 
   name: str
-  images: np.ndarray
+  images: object
   image_ids: np.ndarray
   captions: list
+  skipped: dict = dataclasses.field(default_factory=dict, kw_only=True)
 
   def __len__(self):
     return len(self.image_ids)
@@ -80,8 +92,8 @@ class Dataset:
   """A captioning dataset: named splits, and what only this dataset knows.
 
   Subclasses set `SPLITS` (the first is the training split, the second the one evaluated during
-  training) and `EVALUATORS`, take their own settings as keyword arguments (the keys of
-  `config.data` beyond `PIPELINE_KEYS`) and implement `load`.
+  training; an instance may set its own `splits`) and `EVALUATORS`, take their own settings as
+  keyword arguments (the keys of `config.data` beyond `PIPELINE_KEYS`) and implement `load`.
 
   Args:
     image_size: the side of the square images the pipeline feeds the model.
@@ -95,20 +107,21 @@ class Dataset:
   def __init__(self, *, image_size, seed):
     self.image_size = int(image_size)
     self.seed = int(seed)
+    self.splits = tuple(self.SPLITS)
 
   @property
   def train_split(self):
-    return self.SPLITS[0]
+    return self.splits[0]
 
   @property
   def eval_split(self):
-    return self.SPLITS[1]
+    return self.splits[1]
 
   def split(self, name):
     """Loads split `name` as a CaptionSplit."""
-    if name not in self.SPLITS:
+    if name not in self.splits:
       raise ValueError(
-        f"Unknown split {name!r} of dataset {type(self).__name__}; it has {list(self.SPLITS)}."
+        f"Unknown split {name!r} of dataset {type(self).__name__}; it has {list(self.splits)}."
       )
     return self.load(name)
 

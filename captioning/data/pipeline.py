@@ -126,63 +126,111 @@ class TrainStream:
       self._plan, self._plan_key = plan[rng.permutation(num_batches)], (stage, epoch)
     return self._plan
 
-  def batch(self, step):
-    """The batch of training step `step` as a dict of numpy arrays."""
+  def pairs(self, step):
+    """int64 [batch_size]: the (image, caption) pairs of training step `step`, as flat indices
+    image * K + caption."""
     step, stage = int(step), 0
     if len(self._stage_pairs) > 1 and step >= self.curriculum_steps:  # past the curriculum
       stage, step = 1, step - self.curriculum_steps
     num_batches = len(self._stage_pairs[stage]) // self.batch_size
     epoch, index = divmod(step, num_batches)
-    pairs = self._epoch_plan(stage, epoch)[index]
+    return self._epoch_plan(stage, epoch)[index].astype(np.int64)
+
+  def _cut_length(self, longest):
+    """Tokens kept of a batch whose longest caption has `longest` tokens (with <end>)."""
+    if not self.length_multiple:
+      return self.tokens.shape[2]
+    return min(-(-longest // self.length_multiple) * self.length_multiple, self.tokens.shape[2])
+
+  def batch(self, step):
+    """The batch of training step `step` as numpy arrays: the reference `dataset` must match
+    (it reads images the same way, for file-backed splits by decoding them now)."""
+    pairs = self.pairs(step)
     image_index, caption_index = np.divmod(pairs, self.tokens.shape[1])
-    tokens = self.tokens[image_index, caption_index]
-    if self.length_multiple:
-      longest = int(self.lengths[pairs].max())
-      keep = min(-(-longest // self.length_multiple) * self.length_multiple, tokens.shape[1])
-      tokens = tokens[:, :keep]
+    keep = self._cut_length(int(self.lengths[pairs].max()))
     return {
-      "image": self.images[image_index],
-      "tokens": tokens,
+      "image": self.images.numpy(image_index),
+      "tokens": self.tokens[image_index, caption_index][:, :keep],
       "image_id": self.image_ids[image_index],
     }
 
+  def _steps_pairs(self, steps):
+    return np.stack([self.pairs(s) for s in steps])  # [len(steps), batch_size]
+
   def dataset(self, start_step=0):
-    """An infinite tf.data.Dataset of batches from `start_step` on, prefetched."""
-    image_shape = (self.batch_size,) + self.images.shape[1:]
-    signature = {
-      "image": tf.TensorSpec(image_shape, tf.uint8),
-      "tokens": tf.TensorSpec((self.batch_size, None), tf.int32),
-      "image_id": tf.TensorSpec((self.batch_size,), tf.int64),
-    }
+    """An infinite tf.data.Dataset of the batches of steps `start_step`, `start_step + 1`, ...
 
-    def generate():
-      step = start_step
-      while True:
-        yield self.batch(step)
-        step += 1
+    The plan (which pairs each step trains on) comes from numpy, a chunk of steps at a time;
+    reading, decoding and resizing images and gathering captions run in tf.data, in parallel
+    and in a fixed order, then batches are cut to their length bucket and prefetched.
+    """
+    k, full_length = self.tokens.shape[1], self.tokens.shape[2]
+    tokens = tf.constant(self.tokens.reshape(-1, full_length))  # [N*K, T]
+    image_ids = tf.constant(self.image_ids, tf.int64)
+    load_image = self.images.loader()
+    chunk = 64  # steps planned per call into numpy
 
-    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
+    def plan(steps):
+      pairs = tf.numpy_function(self._steps_pairs, [steps], tf.int64)
+      return tf.reshape(pairs, [-1, self.batch_size])
+
+    def example(pair):
+      image_index = pair // k
+      return {
+        "image": load_image(image_index),
+        "tokens": tf.gather(tokens, pair),
+        "image_id": tf.gather(image_ids, image_index),
+      }
+
+    def cut(batch):
+      longest = tf.reduce_max(tf.reduce_sum(tf.cast(batch["tokens"] != 0, tf.int32), axis=1))
+      if self.length_multiple:
+        m = self.length_multiple
+        keep = tf.minimum((longest + m - 1) // m * m, full_length)
+        batch["tokens"] = batch["tokens"][:, :keep]
+      return batch
+
+    return (
+      tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
+      .batch(chunk)
+      .map(plan)
+      .unbatch()  # [batch_size] pairs per step
+      .unbatch()  # one pair per element
+      .map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      .batch(self.batch_size, drop_remainder=True)
+      .map(cut)
+      .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _ordered(count, element, batch_size):
+  """Elements 0..count-1 in order, mapped in parallel and batched (the last batch may be short)."""
+  return (
+    tf.data.Dataset.range(count)
+    .map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    .batch(batch_size)
+    .prefetch(tf.data.AUTOTUNE)
+  )
 
 
 def image_batches(split, batch_size):
-  """Yields {"image", "image_id", "index"} numpy batches over a split, in order, once."""
-  for start in range(0, len(split), batch_size):
-    stop = min(start + batch_size, len(split))
-    yield {
-      "image": split.images[start:stop],
-      "image_id": split.image_ids[start:stop],
-      "index": np.arange(start, stop),
-    }
+  """A tf.data.Dataset of {"image", "image_id", "index"} batches over a split, in order, once."""
+  load_image = split.images.loader()
+  image_ids = tf.constant(split.image_ids, tf.int64)
+  return _ordered(
+    len(split),
+    lambda i: {"image": load_image(i), "image_id": tf.gather(image_ids, i), "index": i},
+    batch_size,
+  )
 
 
 def caption_batches(split, tokens, batch_size):
-  """Yields teacher-forcing batches over every (image, caption) pair of a split, once."""
-  n, k = tokens.shape[:2]
-  image_index = np.repeat(np.arange(n), k)
-  caption_index = np.tile(np.arange(k), n)
-  for start in range(0, n * k, batch_size):
-    sel = slice(start, start + batch_size)
-    yield {
-      "image": split.images[image_index[sel]],
-      "tokens": tokens[image_index[sel], caption_index[sel]],
-    }
+  """A tf.data.Dataset of teacher-forcing batches over every (image, caption) pair, once."""
+  k = tokens.shape[1]
+  flat = tf.constant(tokens.reshape(-1, tokens.shape[2]))
+  load_image = split.images.loader()
+  return _ordered(
+    tokens.shape[0] * k,
+    lambda pair: {"image": load_image(pair // k), "tokens": tf.gather(flat, pair)},
+    batch_size,
+  )

@@ -9,12 +9,41 @@ import collections
 import json
 import os
 import re
+import unicodedata
 
 import numpy as np
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIAL_TOKENS = (PAD, START, END, UNK)  # ids 0..3, in this order
 _WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
+_NOT_WORD = re.compile(r"[^a-z0-9' ]+")
+_LOOSE_APOSTROPHE = re.compile(r"(?<![a-z0-9])'|'(?![a-z])")
+
+
+def normalize_caption(caption):
+  """A real-world caption as training sees it: plain lowercase words, single spaces.
+
+  Unicode is folded to ASCII where it has an ASCII form ("Café" -> "cafe", full-width letters,
+  typographic quotes), punctuation and symbols become spaces (apostrophes inside words stay:
+  "dog's"), and whitespace of any kind (tabs, newlines, non-breaking spaces) collapses to one
+  space. An empty result means the caption has no usable words. Length is not cut here: the
+  tokenizer truncates to `config.data.max_caption_length` words.
+
+  Args:
+    caption: a caption string as a dataset's annotations give it.
+
+  Returns:
+    The normalised caption, e.g. " A  DOG’s ball… (red)!" -> "a dog's ball red".
+  """
+  if not isinstance(caption, str):
+    raise TypeError(f"A caption must be a string, got {type(caption).__name__}: {caption!r}")
+  text = unicodedata.normalize("NFKC", caption).replace("\u2019", "'").replace("\u2018", "'")
+  text = "".join(
+    c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)
+  ).lower()
+  text = _NOT_WORD.sub(" ", text)
+  text = _LOOSE_APOSTROPHE.sub(" ", text)
+  return " ".join(text.split())
 
 
 def split_words(caption):

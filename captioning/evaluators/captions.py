@@ -21,7 +21,8 @@ def decode_split(search, tokenizer, split, batch_size):
   predictions, attention, finished = {}, [], []
   for batch in pipeline.image_batches(split, batch_size):
     out = search(batch["image"])
-    for image_id, caption in zip(batch["image_id"], tokenizer.decode_batch(out["tokens"].numpy())):
+    ids = batch["image_id"].numpy()
+    for image_id, caption in zip(ids, tokenizer.decode_batch(out["tokens"].numpy())):
       predictions[int(image_id)] = caption
     attention.append(out["attention"].numpy().astype(np.float32))
     finished.append(out["finished"].numpy())

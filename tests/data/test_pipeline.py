@@ -4,14 +4,18 @@ import numpy as np
 import pytest
 
 from captioning.data import datasets
+from captioning.data import images as images_lib
 from captioning.data import pipeline
 from captioning.data import tokenizer as tokenizer_lib
+import helpers
 
 
 def tiny_split(n=10, k=3):
   images = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones([1, 4, 4, 3], np.uint8)
   captions = [[f"caption {i} number {j}" for j in range(k)] for i in range(n)]
-  return datasets.CaptionSplit("train", images, np.arange(100, 100 + n), captions)
+  return datasets.CaptionSplit(
+    "train", images_lib.ArrayImages(images), np.arange(100, 100 + n), captions
+  )
 
 
 def setup():
@@ -65,6 +69,55 @@ def test_dataset_resumes_at_a_step():
     np.testing.assert_array_equal(x, y)
 
 
+def assert_same_batches(stream, start, count):
+  """The tf.data stream from `start` gives exactly the numpy reference batches."""
+  for offset, batch in enumerate(stream.dataset(start).take(count)):
+    expected = stream.batch(start + offset)
+    for key in ("image", "tokens", "image_id"):
+      np.testing.assert_array_equal(batch[key].numpy(), expected[key], err_msg=key)
+
+
+def test_tf_data_stream_equals_the_plan_with_length_buckets_and_curriculum():
+  split, tokens = curriculum_setup()
+  assert_same_batches(curriculum_stream(split, tokens, 3, max_words=3), 0, 8)
+  bucketed = pipeline.TrainStream(split, tokens, batch_size=4, seed=0, length_multiple=4)
+  assert_same_batches(bucketed, 2, 6)
+  spec = bucketed.dataset(0).element_spec
+  assert spec["image"].shape == (4, 4, 4, 3) and spec["tokens"].shape == (4, None)
+
+
+@pytest.fixture(scope="module")
+def photo_split(tmp_path_factory):
+  """A file-backed split: the Karpathy fixture's training images, read by tf.data."""
+  from captioning.data import karpathy  # pylint: disable=import-outside-toplevel
+
+  root = tmp_path_factory.mktemp("stream")
+  path = str(root / "dataset.json")
+  helpers.write_karpathy_json(path, helpers.photo_records(str(root)), coco_style=True)
+  dataset = karpathy.KarpathyDataset(image_size=24, seed=0, annotations=path,
+                                     image_root=str(root / "images"), cache_dir=None)  # fmt: skip
+  return dataset.split("train")
+
+
+def test_a_file_backed_stream_resumes_on_the_same_batches(photo_split):
+  tok = tokenizer_lib.Tokenizer.build([c for cs in photo_split.captions for c in cs], vocab_size=99)
+  tokens = pipeline.encode_captions(photo_split, tok, max_length=10)
+  stream = pipeline.TrainStream(photo_split, tokens, batch_size=6, seed=3, length_multiple=4)
+  # An interrupted run that resumes at step 7 sees the batches the uninterrupted run saw,
+  # pixels included, across an epoch boundary (60 pairs = 10 batches an epoch).
+  straight = list(stream.dataset(0).take(13).as_numpy_iterator())
+  resumed = list(stream.dataset(7).take(6).as_numpy_iterator())
+  for x, y in zip(straight[7:], resumed):
+    for key in ("image", "tokens", "image_id"):
+      np.testing.assert_array_equal(x[key], y[key])
+  assert_same_batches(stream, 9, 2)
+  assert straight[0]["image"].shape == (6, 24, 24, 3) and straight[0]["image"].dtype == np.uint8
+  batches = list(pipeline.image_batches(photo_split, 5).as_numpy_iterator())
+  np.testing.assert_array_equal(
+    np.concatenate([b["image_id"] for b in batches]), photo_split.image_ids
+  )
+
+
 def test_eval_iterators_cover_the_split_once():
   split, _, tokens = setup()
   ids = np.concatenate([b["image_id"] for b in pipeline.image_batches(split, 4)])
@@ -95,7 +148,9 @@ def test_batches_are_cut_to_their_longest_caption():
   rng = np.random.RandomState(0)
   n = 60
   captions = [[" ".join(["w"] * int(rng.randint(1, 30))) for _ in range(5)] for _ in range(n)]
-  split = datasets.CaptionSplit("train", np.zeros([n, 4, 4, 3], np.uint8), np.arange(n), captions)
+  split = datasets.CaptionSplit(
+    "train", images_lib.ArrayImages(np.zeros([n, 4, 4, 3], np.uint8)), np.arange(n), captions
+  )
   tok = tokenizer_lib.Tokenizer.build(["w"], vocab_size=10)
   tokens = pipeline.encode_captions(split, tok, max_length=30)  # [60, 5, 32]
   stream = pipeline.TrainStream(split, tokens, batch_size=10, seed=0, length_multiple=8)
@@ -119,7 +174,7 @@ def curriculum_setup():
   n, k = 12, 2
   images = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones([1, 4, 4, 3], np.uint8)
   captions = [[" ".join(["w"] * (1 + (i % 3) * 2))] * k for i in range(n)]
-  split = datasets.CaptionSplit("train", images, np.arange(n), captions)
+  split = datasets.CaptionSplit("train", images_lib.ArrayImages(images), np.arange(n), captions)
   tok = tokenizer_lib.Tokenizer.build([c for cs in captions for c in cs], vocab_size=10)
   return split, pipeline.encode_captions(split, tok, max_length=6)
 
@@ -185,7 +240,7 @@ def test_length_buckets_keep_captions_of_different_lengths_mixed():
   # batches mix both lengths instead of holding one length each.
   captions = [[" ".join(["w"] * (9 + (i + j) % 2)) for j in range(2)] for i in range(200)]
   split = datasets.CaptionSplit(
-    "train", np.zeros([200, 4, 4, 3], np.uint8), np.arange(200), captions
+    "train", images_lib.ArrayImages(np.zeros([200, 4, 4, 3], np.uint8)), np.arange(200), captions
   )
   tok = tokenizer_lib.Tokenizer.build(["w"], vocab_size=10)
   tokens = pipeline.encode_captions(split, tok, max_length=12)

@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 
 from captioning.data import datasets
+from captioning.data import images
 from captioning.data.shapes import facts
 from captioning.data.shapes import scenes
 
@@ -97,7 +98,7 @@ class ShapesDataset(datasets.Dataset):
     )
     return ShapesSplit(
       name,
-      generated.images,
+      images.ArrayImages(generated.images),
       generated.image_ids.astype(np.int64),
       generated.captions,
       list(generated.scenes),

@@ -80,7 +80,8 @@ class RelationEvaluator(base.Evaluator):
     scores = []
     for start in range(0, len(self.tokens), self.batch_size):
       sel = slice(start, start + self.batch_size)
-      scores.append(self._score(self.images[self.image_index[sel]], self.tokens[sel]).numpy())
+      images = self.images.numpy(self.image_index[sel])
+      scores.append(self._score(images, self.tokens[sel]).numpy())
     scores = np.concatenate(scores).reshape(
       len(self.truth), len(scenes.RELATIONS), self.phrases_per_relation
     )

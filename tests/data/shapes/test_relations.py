@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from captioning.data import datasets
+from captioning.data import images as images_lib
 from captioning.data import tokenizer as tokenizer_lib
 from captioning.data.shapes import dataset
 from captioning.data.shapes import relations
@@ -17,7 +18,11 @@ def setup():
   images = generated.images.copy()
   images[:, 0, 0, 0] = np.arange(len(images))  # lets the fake models find the scene
   split = dataset.ShapesSplit(
-    "val", images, generated.image_ids, generated.captions, list(generated.scenes)
+    "val",
+    images_lib.ArrayImages(images),
+    generated.image_ids,
+    generated.captions,
+    list(generated.scenes),
   )
   tok = tokenizer_lib.Tokenizer.build([c for cs in generated.captions for c in cs], vocab_size=100)
   return split, tok

@@ -1,0 +1,95 @@
+"""Show-Attend-Tell on Flickr8k (Karpathy splits): 6,000 / 1,000 / 1,000 photos, 5 captions each.
+
+    python scripts/train.py --config=configs/flickr8k_sat.py --workdir=workdirs/flickr8k_sat \
+      --config.data.annotations=/data/flickr8k/dataset_flickr8k.json \
+      --config.data.image_root=/data/flickr8k/Flicker8k_Dataset
+
+Flickr30k is the same with dataset_flickr30k.json and its image folder. The encoder is the
+small CNN trained from scratch until the model zoo brings pretrained backbones.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config(arg=None):
+  """Returns the config; `arg` is unused (kept for the big_vision interface)."""
+  del arg
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = dict(
+    name="karpathy_json",
+    annotations="",  # dataset_flickr8k.json, on the command line
+    image_root="",  # the folder of the .jpg files, on the command line
+    use_restval=False,  # Flickr has no restval split
+    image_size=224,
+    resize="crop",  # "crop": scale the shorter side, cut the centre; "pad": letterbox
+    cache_dir="~/.cache/captioning",  # file checks remembered between runs
+    max_caption_length=20,  # words; longer captions are cut (2% of Flickr8k's)
+    vocab_size=10000,  # upper bound; min_count decides (about 2,900 words on Flickr8k)
+    min_count=5,
+    bucket_length_multiple=8,
+  )
+
+  config.model = dict(
+    encoder=dict(
+      name="small_cnn",
+      weights="none",
+      widths=(32, 64, 128, 256),
+      strides=(4, 2, 2, 2),  # 224 px -> a 7x7 grid, like a ResNet's last stage
+    ),
+    neck=dict(
+      relative_keypoints=0,
+      position_channels="linear",
+      blocks=0,
+      block_heads=4,
+      block_dropout=0.0,
+    ),
+    decoder=dict(
+      name="sat_lstm",
+      embed_dim=256,
+      hidden_dim=512,
+      attention_dim=256,
+      dropout=0.3,
+      attention_coverage=False,
+      attention_gate=True,
+      init_dropout=0.0,
+      init_moments=False,
+    ),
+  )
+
+  config.loss = dict(label_smoothing=0.0, doubly_stochastic_weight=1.0)  # Xu et al.'s lambda
+  config.curriculum = dict(steps=0, min_words=0, max_words=20)
+
+  config.train = dict(
+    batch_size=32,
+    num_steps=30000,  # about 160 epochs of Flickr8k's 30,000 captions at batch 32
+    learning_rate=1e-3,
+    warmup_steps=1000,
+    end_learning_rate_factor=0.05,
+    weight_decay=0.0,
+    grad_clip_norm=5.0,
+    log_every=100,
+    eval_every=2000,
+    checkpoint_every=1000,
+    max_checkpoints=3,
+    strategy="default",
+    mixed_precision=config_dict.placeholder(str),
+    jit_compile=False,
+  )
+
+  config.decode = dict(method="beam", beam_size=3, max_length=20)
+
+  config.eval = dict(
+    num_examples=500,
+    batch_size=50,
+    evaluators=dict(
+      perplexity=dict(),
+      captions=dict(metrics=("Bleu", "METEOR", "ROUGE_L", "CIDEr"), num_samples=6),
+    ),
+  )
+
+  config = ml_collections.ConfigDict(config)
+  config.lock()
+  return config
