@@ -29,7 +29,7 @@ class Search:
   greedy decoding's path.
 
   In both searches the step after `max_length` words may only emit `<end>`, and only where
-  `<end>` is the likeliest word.
+  `<end>` is the likeliest word; `<pad>` and `<start>` are never emitted.
 
   Args:
     model: a built `Captioner` (anything with `encode(images)` and a contract `decoder`).
@@ -47,6 +47,13 @@ class Search:
       raise ValueError(f"max_length must be >= 1, got {max_length}")
     if beam_size < 1:
       raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    max_steps = model.decoder.max_steps
+    if max_steps is not None and max_length + 1 > max_steps:
+      raise ValueError(
+        f"max_length {max_length} needs a decoder of at least {max_length + 1} positions "
+        f"(`<end>` after {max_length} words); the decoder has {max_steps} "
+        "(config.model.decoder.max_length)"
+      )
     if method == "beam" and 2 * beam_size > model.decoder.vocab_size:
       raise ValueError(
         f"beam_size {beam_size} needs a vocabulary of at least {2 * beam_size} words, "
@@ -89,6 +96,15 @@ class Search:
       memory, state = tf.nest.map_structure(repeat, (memory, state))
     return memory, state, batch, locations, features.dtype
 
+  def _log_probs(self, logits):
+    """log p(word) [..., V], with `<pad>` and `<start>` ruled out: they are never words (the
+    scores stay the model's own log-probabilities, not renormalised)."""
+    log_probs = tf.nn.log_softmax(logits, axis=-1)
+    special = tf.reduce_any(
+      tf.equal(tf.range(tf.shape(logits)[-1])[:, tf.newaxis], [self.pad_id, self.start_id]), -1
+    )  # [V]
+    return tf.where(special, tf.cast(_NEG_INF, log_probs.dtype), log_probs)
+
   def _may_end_only(self, log_probs):
     """Where the last step may go: bool [..., V], only `<end>`, and only where it is likeliest
     (so a caption cut at max_length is never passed off as finished)."""
@@ -109,7 +125,7 @@ class Search:
     log_prob = tf.zeros([batch], tf.float32)
     for t in tf.range(steps):
       logits, state, outputs = decoder.step(word, state, memory)
-      log_probs = tf.nn.log_softmax(logits, axis=-1)  # [B, V]
+      log_probs = self._log_probs(logits)  # [B, V]
       allowed = tf.logical_or(tf.not_equal(t, steps - 1), self._may_end_only(log_probs))
       log_probs = tf.where(allowed, log_probs, _NEG_INF)
       next_word = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
@@ -147,7 +163,7 @@ class Search:
 
     for t in tf.range(steps):
       logits, new_state, outputs = decoder.step(word, state, memory)
-      log_probs = tf.reshape(tf.nn.log_softmax(logits, axis=-1), [batch, k, vocab])
+      log_probs = tf.reshape(self._log_probs(logits), [batch, k, vocab])
       last = tf.equal(t, steps - 1)
       allowed = tf.logical_or(tf.logical_not(last), self._may_end_only(log_probs))  # [B, K, V]
       log_probs = tf.where(allowed, log_probs, neg_inf)

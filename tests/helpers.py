@@ -53,16 +53,13 @@ def model_sections(encoder=None, neck=None, decoder=None):
 
   Each argument updates that section, e.g. decoder={"attention_coverage": True}.
   """
+  decoder = dict(decoder or {})
+  sat = {"name": "sat_lstm", "embed_dim": 16, "hidden_dim": 24, "attention_dim": 12}
   return {
     "encoder": {"name": "small_cnn", "widths": (8, 16), "strides": (2, 2), **(encoder or {})},
     "neck": dict(neck or {}),
-    "decoder": {
-      "name": "sat_lstm",
-      "embed_dim": 16,
-      "hidden_dim": 24,
-      "attention_dim": 12,
-      **(decoder or {}),
-    },
+    # Another decoder's section replaces the SAT one whole.
+    "decoder": {**sat, **decoder} if decoder.get("name", "sat_lstm") == "sat_lstm" else decoder,
   }
 
 

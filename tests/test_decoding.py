@@ -66,13 +66,16 @@ def test_caption_that_ends_stops_and_pads(method, beam_size):
 
 
 def test_greedy_matches_step_by_step_argmax():
+  tf.keras.utils.set_random_seed(1)
   model = small_model(15, decoder={"hidden_dim": 16, "attention_dim": 8}, width=8)
   images = np.random.RandomState(1).randint(0, 255, (4, 32, 32, 3)).astype("uint8")
   out = search(model, max_length=5)(images)
-  # Re-score the decoded prefix with teacher forcing: each emitted word is the argmax.
+  # Re-score the decoded prefix with teacher forcing: each emitted word is the argmax of the
+  # words (never <pad> or <start>), up to the step after the 5th word, which may only end.
   tokens = out["tokens"].numpy()
   inputs = np.concatenate([np.full([4, 1], START), tokens[:, :-1]], 1).astype("int32")
   logits = model({"image": images, "tokens": inputs})["logits"].numpy()
+  logits[..., [PAD, START]] = -np.inf
   for b in range(4):
     for t in range(5):
       if t > 0 and tokens[b, t - 1] in (END, PAD):
@@ -136,6 +139,8 @@ class MarkovDecoder:
   """A stand-in decoder whose next word depends only on the previous one (no image), written to
   the decoder contract: batch-first memory and state, step -> (logits, state, outputs)."""
 
+  max_steps = None
+
   def __init__(self, log_transitions):
     self.log_transitions = tf.constant(log_transitions, tf.float32)  # [V, V]
     self.vocab_size = log_transitions.shape[0]
@@ -194,3 +199,81 @@ def test_search_is_built_from_the_decode_section_and_bad_values_are_named():
     search(model, "beam", beam_size=7)  # 12 words
   with pytest.raises(ValueError, match=r"config\.decode\.length_penalty is not an argument"):
     decoding.build_search({"method": "beam", "max_length": 4, "length_penalty": 0.6}, model, Ids())
+
+
+class PrefixRecomputingDecoder:
+  """The Transformer decoder without its key/value cache: every step re-runs teacher forcing
+  over the whole prefix so far (what a search without a cache costs)."""
+
+  def __init__(self, decoder):
+    self.decoder, self.vocab_size, self.max_steps = decoder, decoder.vocab_size, decoder.max_steps
+
+  def prepare(self, features):
+    return {"features": features}
+
+  def initial_state(self, memory):
+    batch = tf.shape(memory["features"])[0]
+    return {
+      "history": tf.zeros([batch, self.max_steps], tf.int32),
+      "index": tf.zeros([batch], tf.int32),
+    }
+
+  def step(self, tokens, state, memory):
+    write = tf.one_hot(state["index"], self.max_steps, dtype=tf.int32)
+    history = state["history"] * (1 - write) + tokens[:, tf.newaxis] * write
+    out = self.decoder(memory["features"], history)  # later positions are masked: causal
+    logits = tf.gather(out["logits"], state["index"], batch_dims=1)
+    attention = tf.gather(out["attention"], state["index"], batch_dims=1)
+    return logits, {"history": history, "index": state["index"] + 1}, {"attention": attention}
+
+
+class WithDecoder:
+  def __init__(self, model, decoder):
+    self.model, self.decoder = model, decoder
+
+  def encode(self, images, training=False):
+    return self.model.encode(images, training=training)
+
+
+@pytest.mark.parametrize("method,beam_size", [("greedy", 1), ("beam", 3)])
+def test_transformer_search_with_the_cache_equals_search_without_it(method, beam_size):
+  tf.keras.utils.set_random_seed(5)
+  model = helpers.tiny_captioner(
+    15,
+    decoder={"name": "transformer", "num_layers": 2, "width": 16, "num_heads": 2,
+             "max_length": 9, "dropout": 0.0},
+  )  # fmt: skip
+  model.decoder._project = lambda x, project=model.decoder._project: project(x) * 6.0
+  images = np.random.RandomState(2).randint(0, 255, (4, 32, 32, 3)).astype("uint8")
+  cached = search(model, method, max_length=8, beam_size=beam_size)(images)
+  slow = search(WithDecoder(model, PrefixRecomputingDecoder(model.decoder)), method,
+                max_length=8, beam_size=beam_size)(images)  # fmt: skip
+  np.testing.assert_array_equal(cached["tokens"].numpy(), slow["tokens"].numpy())
+  np.testing.assert_allclose(cached["log_prob"].numpy(), slow["log_prob"].numpy(), atol=1e-4)
+  np.testing.assert_allclose(cached["attention"].numpy(), slow["attention"].numpy(), atol=1e-5)
+  # And the scores are the model's own teacher-forced log-probabilities of the captions.
+  np.testing.assert_allclose(
+    cached["log_prob"].numpy(),
+    teacher_forced_log_prob(model, images, cached["tokens"].numpy()),
+    atol=1e-3,
+  )
+  with pytest.raises(ValueError, match="needs a decoder of at least 10 positions"):
+    search(model, method, max_length=9, beam_size=beam_size)
+
+
+@pytest.mark.parametrize(
+  "method,beam_size,expected",
+  [
+    ("greedy", 1, [5, 5, 5, 5, PAD]),  # word 5 is the likeliest word; <end> never is
+    ("beam", 3, [END, PAD, PAD, PAD, PAD]),  # ending at once beats four unlikely words
+  ],
+)
+def test_pad_and_start_are_never_emitted_even_when_likeliest(method, beam_size, expected):
+  model = model_that_says(5)
+  bias = model.decoder.logits.bias.numpy()
+  bias[[PAD, START]] = 30.0  # far likelier than word 5 or <end>
+  bias[END] = 9.0
+  model.decoder.logits.bias.assign(bias)
+  out = search(model, method, beam_size=beam_size)(np.zeros([2, 32, 32, 3], np.uint8))
+  np.testing.assert_array_equal(out["tokens"].numpy(), [expected] * 2)
+  assert out["finished"].numpy().all() == (expected[0] == END)

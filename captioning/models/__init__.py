@@ -12,5 +12,6 @@ from captioning.models import decoders
 from captioning.models import encoders
 from captioning.models import layers
 from captioning.models import neck
+from captioning.models import transformer
 
-__all__ = ["captioner", "decoders", "encoders", "layers", "neck"]
+__all__ = ["captioner", "decoders", "encoders", "layers", "neck", "transformer"]

@@ -14,9 +14,10 @@ Every decoder keeps one contract (`CaptionDecoder`), which every search in `deco
 each step with one `tf.gather` over that axis; the memory of a row never changes, because beams
 stay with their image. A Transformer's key/value cache is state of this kind.
 
-Adding a decoder: a `CaptionDecoder` subclass with `@DECODERS.register("its_name")`, whose
-constructor takes `vocab_size`, `output_bias` and the keys of its `config.model.decoder`
-section; `tests/models/test_decoders.py` checks the contract for every registered decoder.
+Adding a decoder: a `CaptionDecoder` subclass with `@DECODERS.register("its_name")` (or, in a
+module of its own, a "module:Class" line in `DECODERS`), whose constructor takes `vocab_size`,
+`output_bias` and the keys of its `config.model.decoder` section;
+`tests/models/test_decoders.py` checks the contract for every registered decoder.
 """
 
 import keras
@@ -25,7 +26,10 @@ import tensorflow as tf
 from captioning import registry
 from captioning.models import layers
 
-DECODERS = registry.Registry("config.model.decoder.name")
+DECODERS = registry.Registry(
+  "config.model.decoder.name",
+  {"transformer": "captioning.models.transformer:TransformerDecoder"},  # its own module
+)
 
 
 class CaptionDecoder(keras.layers.Layer):
@@ -34,6 +38,9 @@ class CaptionDecoder(keras.layers.Layer):
   # Whether `prepare` reads each location's (row, column) from the last two feature channels
   # (the neck's linear position channels); `Captioner` checks the two sections agree.
   needs_linear_coordinates = False
+  # The most positions (words fed, `<start>` included) the decoder can score or decode; None
+  # for no limit. Checked against the caption and decoding lengths before training.
+  max_steps = None
 
   def prepare(self, features):
     """Per-image tensors every step reads: a nested structure, batch first."""

@@ -266,10 +266,7 @@ class MultiHeadAttention(keras.layers.Layer):
       return_attention_scores: also return the weights [B, N, Tq, Tk].
     """
     value = query if value is None else value
-    key = value if key is None else key
-    q = self._split_heads(self.query_dense(query))  # [B, N, Tq, Dh]
-    k = self._split_heads(self.key_dense(key))  # [B, N, Tk, Dh]
-    v = self._split_heads(self.value_dense(value))  # [B, N, Tk, Dh]
+    k, v = self.keys_values(value if key is None else key, value)  # [B, N, Tk, Dh] each
 
     mask = None
     if key_mask is not None:
@@ -282,6 +279,29 @@ class MultiHeadAttention(keras.layers.Layer):
       causal = causal_mask(tf.shape(query)[1])[tf.newaxis, tf.newaxis]  # [1, 1, Tq, Tq]
       mask = causal if mask is None else tf.logical_and(mask, causal)
 
+    output, weights = self.attend(query, k, v, mask, training=training)
+    if return_attention_scores:
+      return output, weights
+    return output
+
+  def keys_values(self, key, value):
+    """Projects keys [B, Tk, Dk] and values [B, Tk, Dv] to heads: (k, v), [B, N, Tk, Dh] each.
+
+    What a decoder caches: the cross-attention's keys and values of the image once per image,
+    and the self-attention's of each new word once.
+    """
+    return self._split_heads(self.key_dense(key)), self._split_heads(self.value_dense(value))
+
+  def attend(self, query, k, v, mask=None, training=False):
+    """Attends from `query` [B, Tq, Dq] to heads `k`, `v` ([B, N, Tk, Dh], from `keys_values`).
+
+    Args:
+      mask: optional bool, broadcastable to [B, N, Tq, Tk]; False keys get zero weight.
+
+    Returns:
+      (output [B, Tq, output_dim], weights [B, N, Tq, Tk]).
+    """
+    q = self._split_heads(self.query_dense(query))  # [B, N, Tq, Dh]
     attended, weights = dot_product_attention(q, k, v, mask)  # [B, N, Tq, Dh], [B, N, Tq, Tk]
     if self.dropout and training:
       # Dropout acts on the weights used for the output; the returned scores stay normalised.
@@ -290,10 +310,7 @@ class MultiHeadAttention(keras.layers.Layer):
     attended = tf.reshape(
       tf.transpose(attended, [0, 2, 1, 3]), [shape[0], shape[2], self.num_heads * self.key_dim]
     )  # [B, Tq, N*Dh]
-    output = self.output_dense(attended)
-    if return_attention_scores:
-      return output, weights
-    return output
+    return self.output_dense(attended), weights
 
   def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
     return tuple(query_shape[:-1]) + (self.output_dim or query_shape[-1],)

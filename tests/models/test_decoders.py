@@ -12,11 +12,14 @@ import helpers
 # Small settings of every registered decoder; a new decoder adds its line here.
 SETTINGS = {
   "sat_lstm": {"embed_dim": 16, "hidden_dim": 24, "attention_dim": 12},
+  "transformer": {"num_layers": 2, "width": 16, "num_heads": 2, "max_length": 8},
 }
 VARIANTS = [
   ("sat_lstm", {}),
   ("sat_lstm", {"attention_coverage": True, "attention_gate": False}),
   ("sat_lstm", {"init_moments": True, "dropout": 0.3}),
+  ("transformer", {}),
+  ("transformer", {"tie_embeddings": False, "num_layers": 1, "mlp_dim": 24, "dropout": 0.2}),
 ]
 
 

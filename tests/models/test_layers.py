@@ -214,3 +214,48 @@ def test_relative_keypoints_do_not_depend_on_where_the_pair_is_and_round_trip():
   np.testing.assert_allclose(restored(maps).numpy(), out, atol=1e-6)
   with pytest.raises(ValueError, match="units"):
     layers.RelativeKeypoints(0)
+
+
+def test_multi_head_attention_equals_keras_with_the_same_weights():
+  """The raw-op layer computes what keras.layers.MultiHeadAttention computes (to 1e-5)."""
+  num_heads, key_dim = 3, 4
+  query, value = tf.random.normal([2, 5, 10], seed=1), tf.random.normal([2, 7, 6], seed=2)
+  ours = layers.MultiHeadAttention(num_heads, key_dim, output_dim=10)
+  ours.build(query.shape, value.shape)
+  theirs = keras.layers.MultiHeadAttention(num_heads, key_dim)
+  theirs(query, value)  # builds it
+  # Keras keeps [D, N, Dh] einsum kernels and [N, Dh, D] for the output; ours are Dense.
+  for mine, their in (
+    (ours.query_dense, theirs._query_dense),
+    (ours.key_dense, theirs._key_dense),
+    (ours.value_dense, theirs._value_dense),
+  ):
+    their.kernel.assign(tf.reshape(mine.kernel, their.kernel.shape))
+    their.bias.assign(tf.reshape(mine.bias, their.bias.shape))
+  theirs._output_dense.kernel.assign(
+    tf.reshape(ours.output_dense.kernel, theirs._output_dense.kernel.shape)
+  )
+  theirs._output_dense.bias.assign(ours.output_dense.bias)
+  out, scores = ours(query, value, return_attention_scores=True)
+  expected, expected_scores = theirs(query, value, return_attention_scores=True)
+  np.testing.assert_allclose(out.numpy(), expected.numpy(), atol=1e-5)
+  np.testing.assert_allclose(scores.numpy(), expected_scores.numpy(), atol=1e-5)
+  # With a key-padding mask (Keras takes it as a [B, Tq, Tk] attention mask).
+  key_mask = tf.constant([[1, 1, 1, 1, 1, 0, 0], [1, 0, 1, 0, 1, 1, 1]]) > 0
+  masked = ours(query, value, key_mask=key_mask)
+  keras_mask = tf.tile(key_mask[:, tf.newaxis], [1, 5, 1])
+  np.testing.assert_allclose(
+    masked.numpy(), theirs(query, value, attention_mask=keras_mask).numpy(), atol=1e-5
+  )
+  # Causal self-attention.
+  self_ours = layers.MultiHeadAttention(num_heads, key_dim)
+  self_ours.build(query.shape)
+  self_theirs = keras.layers.MultiHeadAttention(num_heads, key_dim)
+  self_theirs(query, query)
+  for mine, their in zip(self_ours.weights, self_theirs.weights):
+    their.assign(tf.reshape(mine, their.shape))
+  np.testing.assert_allclose(
+    self_ours(query, use_causal_mask=True).numpy(),
+    self_theirs(query, query, use_causal_mask=True).numpy(),
+    atol=1e-5,
+  )
