@@ -109,7 +109,7 @@ class TransformerDecoder(decoders.CaptionDecoder):
     )
 
   def build(self, features_shape, tokens_shape=None):
-    batch, locations, channels = features_shape
+    batch, locations, _ = features_shape
     width = self.width
     self.embedding.build((batch, None))
     self.positions = self.add_weight(
