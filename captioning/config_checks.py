@@ -33,7 +33,10 @@ TRAIN_KEYS = (
   "strategy",
   "mixed_precision",
   "jit_compile",
+  "fine_tune",
+  "init_from",
 )
+FINE_TUNE_KEYS = ("layers", "start_step", "learning_rate")
 EVAL_KEYS = ("num_examples", "batch_size", "evaluators")
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
 PRECISIONS = (None, "mixed_bfloat16")
@@ -101,6 +104,18 @@ def validate(config):
   _require(train.weight_decay >= 0, f"train.weight_decay must be >= 0, got {train.weight_decay}")
   _require(
     train.grad_clip_norm > 0, f"train.grad_clip_norm must be > 0, got {train.grad_clip_norm}"
+  )
+  _same_keys(train.fine_tune, FINE_TUNE_KEYS, "config.train.fine_tune")
+  for key in ("layers", "start_step"):
+    value = train.fine_tune[key]
+    _require(value >= 0, f"train.fine_tune.{key} must be >= 0, got {value}")
+  _require(
+    train.fine_tune.learning_rate > 0,
+    f"train.fine_tune.learning_rate must be > 0, got {train.fine_tune.learning_rate}",
+  )
+  _require(
+    isinstance(train.init_from, str),
+    f"train.init_from must be a workdir or checkpoint path ('' for none), got {train.init_from!r}",
   )
   _require(
     train.strategy in STRATEGIES,

@@ -176,14 +176,90 @@ def build_optimizer(train_config):
   )
 
 
-def training_checkpoint(model, optimizer, step):
+def build_optimizers(config, model):
+  """The optimizers of a run, each built over the variables it trains: {name: (optimizer,
+  variables)}.
+
+  "optimizer" trains the captioner (everything but a pretrained backbone). With
+  `config.train.fine_tune.layers` > 0, "backbone_optimizer" (AdamW at `fine_tune.learning_rate`,
+  constant) trains the backbone's top layers from `fine_tune.start_step` on. Both are built over
+  their variables from step 0, so a checkpoint has the same structure before and after the
+  switch. (Scaling the backbone's gradients instead would do nothing under Adam.)
+  """
+  fine_tune = config.train.fine_tune
+  tuned = []
+  if fine_tune.layers:
+    if not hasattr(model.encoder, "fine_tune_variables"):
+      raise ValueError(
+        f"Bad config: config.train.fine_tune.layers needs a pretrained backbone; "
+        f"config.model.encoder.name is {config.model.encoder.name!r}"
+      )
+    tuned = model.encoder.fine_tune_variables(fine_tune.layers)
+  tuned_ids = {id(v) for v in tuned}
+  head = [v for v in model.trainable_variables if id(v) not in tuned_ids]
+  optimizers = {"optimizer": (build_optimizer(config.train), head)}
+  if tuned:
+    backbone = keras.optimizers.AdamW(
+      fine_tune.learning_rate, weight_decay=config.train.weight_decay
+    )
+    optimizers["backbone_optimizer"] = (backbone, tuned)
+  for optimizer, variables in optimizers.values():
+    optimizer.build(variables)
+  return optimizers
+
+
+def training_checkpoint(model, optimizers, step):
   """The one checkpoint structure of a workdir, for saving and for every restore.
 
   Keras 3 variables saved with an optimizer are keyed under the optimizer's variable list, and a
-  checkpoint object without the optimizer silently fails to restore them, so restores use the
+  checkpoint object without the optimizer silently fails to restore them (measured: a
+  model-only restore reports every object matched and restores nothing), so restores use the
   full structure too.
+
+  Args:
+    model: the Captioner.
+    optimizers: `build_optimizers`' result.
+    step: the step counter variable.
   """
-  return tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+  return tf.train.Checkpoint(
+    model=model, step=step, **{name: opt for name, (opt, _) in optimizers.items()}
+  )
+
+
+def _read(model, source_config, checkpoint):
+  """Reads a checkpoint written with `source_config` into `model`; returns the step."""
+  step = tf.Variable(0, dtype=tf.int64)
+  optimizers = build_optimizers(source_config, model)
+  status = training_checkpoint(model, optimizers, step).read(checkpoint)
+  status.assert_existing_objects_matched().expect_partial()
+  return int(step.numpy())
+
+
+def init_weights_from(model, source):
+  """Starts `model`'s weights (not the optimizer or step) from another run.
+
+  Args:
+    model: a built Captioner of the same architecture as the source's.
+    source: a training workdir (its latest checkpoint) or a checkpoint path in one
+      (WORKDIR/checkpoints/ckpt-N).
+
+  Returns:
+    The checkpoint read.
+  """
+  source = os.path.expanduser(source)
+  if os.path.isdir(source):
+    workdir, checkpoint = source, tf.train.latest_checkpoint(checkpoint_dir(source))
+  else:
+    workdir, checkpoint = os.path.dirname(os.path.dirname(source)), source
+  if checkpoint is None or not tf.io.gfile.exists(checkpoint + ".index"):
+    raise ValueError(f"Bad config: config.train.init_from: no checkpoint at {source!r}")
+  try:
+    _read(model, load_config(workdir), checkpoint)
+  except (AssertionError, ValueError) as error:
+    raise ValueError(
+      f"Bad config: config.train.init_from: {checkpoint} does not fit this model ({error})"
+    ) from error
+  return checkpoint
 
 
 def restore(workdir, checkpoint=None):
@@ -202,11 +278,6 @@ def restore(workdir, checkpoint=None):
   checkpoint = checkpoint or tf.train.latest_checkpoint(checkpoint_dir(workdir))
   if checkpoint is None:
     raise FileNotFoundError(f"No checkpoint in {checkpoint_dir(workdir)}: train first.")
-  step = tf.Variable(0, dtype=tf.int64)
-  # Keras optimizers checkpoint their variables by list position, so the optimizer must be
+  # Keras optimizers checkpoint their variables by list position, so the optimizers must be
   # built exactly as in training for the model's variables to line up.
-  optimizer = build_optimizer(config.train)
-  optimizer.build(model.trainable_variables)
-  status = training_checkpoint(model, optimizer, step).read(checkpoint)
-  status.assert_existing_objects_matched().expect_partial()
-  return config, tokenizer, model, int(step.numpy())
+  return config, tokenizer, model, _read(model, config, checkpoint)

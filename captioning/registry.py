@@ -108,14 +108,22 @@ class Registry:
   def __init__(self, where, entries=None):
     self.where = where
     self._entries = dict(entries or {})
+    self._fixed = {}  # name -> arguments the name itself fixes
 
-  def register(self, name):
-    """A class decorator that adds the class under `name`."""
+  def register(self, name, **fixed):
+    """A class decorator that adds the class under `name`.
+
+    Args:
+      name: the name a config section gives in its `name` key.
+      **fixed: arguments the name fixes (e.g. one class for several backbones, each name
+        fixing which); a section may not set them.
+    """
 
     def add(cls):
       if name in self._entries:
         raise ValueError(f"{self.where} {name!r} is registered twice.")
       self._entries[name] = cls
+      self._fixed[name] = fixed
       return cls
 
     return add
@@ -135,18 +143,20 @@ class Registry:
     return entry
 
   def split_name(self, section):
-    """(the class a section names with its `name` key, the rest of the section)."""
+    """(the class a section names with its `name` key, the arguments the name fixes, the rest
+    of the section)."""
     section = dict(plain(section))
     if "name" not in section:
       raise ValueError(f"Bad config: {self.where} is missing.")
-    return self.get(section.pop("name")), section
+    name = section.pop("name")
+    return self.get(name), dict(self._fixed.get(name, {})), section
 
   def check(self, section, where, provided=()):
     """Checks a section that names its class with a `name` key (see `check_section`)."""
-    cls, rest = self.split_name(section)
-    check_section(cls, rest, where, provided)
+    cls, fixed, rest = self.split_name(section)
+    check_section(cls, rest, where, (*provided, *fixed))
 
   def build(self, section, where, **provided):
     """Builds the class that `section["name"]` names from the rest of the section."""
-    cls, rest = self.split_name(section)
-    return call_with_section(cls, rest, where, **provided)
+    cls, fixed, rest = self.split_name(section)
+    return call_with_section(cls, rest, where, **fixed, **provided)

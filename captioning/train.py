@@ -68,7 +68,7 @@ def train_and_evaluate(config, workdir):
   last_time, last_step = time.time(), int(step)
   try:
     while int(step) < train_config.num_steps:
-      metrics = run.train_step(next(batches))
+      metrics = run.run_step(next(batches))
       step.assign_add(1)
       current = int(step)
       history.append(metrics)

@@ -33,28 +33,33 @@ def create_strategy(name):
   )
 
 
-def make_train_step(model, optimizer, loss_fn, strategy, pad_id, train_config):
-  """Builds the distributed train step: batch dict -> dict of scalar metrics.
+def make_train_step(model, optimizers, loss_fn, strategy, pad_id, train_config):
+  """Builds the distributed train step: (batch dict, tune_backbone) -> dict of scalar metrics.
 
   Args:
     model: the Captioner.
-    optimizer: its optimizer, built over `model.trainable_variables`.
+    optimizers: `experiment.build_optimizers`' result, {name: (optimizer, variables)}.
     loss_fn: a `losses.CaptionLoss`.
     strategy: the tf.distribute strategy the model was built under.
     pad_id: the tokenizer's padding id.
     train_config: the `train` section (grad_clip_norm, jit_compile).
+
+  Returns:
+    `train_step(batch, tune_backbone=False)`: with `tune_backbone` (a Python bool: one trace
+    each), the backbone optimizer's variables get gradients and updates too.
   """
   num_replicas = strategy.num_replicas_in_sync
 
-  def loss_and_grads(batch):
+  def loss_and_grads(batch, variables):
     inputs, targets = batch["tokens"][:, :-1], batch["tokens"][:, 1:]  # [B, T] each
     mask = tf.not_equal(targets, pad_id)
     with tf.GradientTape() as tape:
-      out = model({"image": batch["image"], "tokens": inputs}, training=True)
+      images = {k: batch[k] for k in ("image", "features") if k in batch}
+      out = model({**images, "tokens": inputs}, training=True)
       loss, metrics = loss_fn(targets, out, mask)
       # Gradients are summed over replicas when applied, so each replica's loss is scaled down.
       scaled = loss / num_replicas
-    grads = tape.gradient(scaled, model.trainable_variables)
+    grads = tape.gradient(scaled, variables)
     grads, grad_norm = tf.clip_by_global_norm(grads, train_config.grad_clip_norm)
     metrics["grad_norm"] = grad_norm
     metrics["teacher_forced_token_accuracy"] = losses.token_accuracy(targets, out["logits"], mask)
@@ -62,16 +67,33 @@ def make_train_step(model, optimizer, loss_fn, strategy, pad_id, train_config):
       metrics["mean_gate"] = tf.reduce_mean(tf.boolean_mask(tf.cast(out["gate"], tf.float32), mask))
     return grads, metrics
 
-  compiled = tf.function(loss_and_grads, jit_compile=bool(train_config.jit_compile))
+  def phase(tune_backbone):
+    """(the optimizers that step, the loss-and-gradients function over their variables)."""
+    active = [
+      (optimizer, variables)
+      for name, (optimizer, variables) in optimizers.items()
+      if tune_backbone or name != "backbone_optimizer"
+    ]
+    variables = [v for _, group in active for v in group]
+    compiled = tf.function(
+      lambda batch: loss_and_grads(batch, variables), jit_compile=bool(train_config.jit_compile)
+    )
+    return active, compiled
 
-  def replica_step(batch):
+  phases = {False: phase(False), True: phase(True)}
+
+  def replica_step(batch, tune_backbone):
+    active, compiled = phases[tune_backbone]
     grads, metrics = compiled(batch)
-    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    start = 0
+    for optimizer, variables in active:
+      optimizer.apply_gradients(zip(grads[start : start + len(variables)], variables))
+      start += len(variables)
     return metrics
 
   @tf.function
-  def train_step(batch):
-    per_replica = strategy.run(replica_step, args=(batch,))
+  def train_step(batch, tune_backbone=False):
+    per_replica = strategy.run(replica_step, args=(batch, tune_backbone))
     return {k: strategy.reduce("MEAN", v, axis=None) for k, v in per_replica.items()}
 
   return train_step
@@ -89,9 +111,9 @@ class TrainingRun:
     tokenizer: the workdir's tokenizer.
     strategy: the tf.distribute strategy.
     model: the Captioner (its output bias starts from the training captions' word prior).
-    optimizer: AdamW on the config's schedule.
+    optimizers: {name: (optimizer, variables)} (`experiment.build_optimizers`).
     step: the host step counter, an int64 variable.
-    manager: the `tf.train.CheckpointManager` of model, optimizer and step.
+    manager: the `tf.train.CheckpointManager` of model, optimizers and step.
     stream: the `pipeline.TrainStream` (a pure function of seed and step).
     train_step: the compiled distributed step, batch dict -> dict of scalars.
     eval_split: the first `config.eval.num_examples` images of the dataset's evaluation split.
@@ -105,7 +127,7 @@ class TrainingRun:
   tokenizer: object
   strategy: object
   model: keras.Model
-  optimizer: keras.optimizers.Optimizer
+  optimizers: dict
   step: tf.Variable
   manager: tf.train.CheckpointManager
   stream: pipeline.TrainStream
@@ -147,25 +169,25 @@ class TrainingRun:
     with strategy.scope():
       prior = tokenizer.word_counts_prior(c for caps in train_split.captions for c in caps)
       model = experiment.build_model(config, tokenizer.vocab_size, output_bias=prior)
-      optimizer = experiment.build_optimizer(config.train)
-      optimizer.build(model.trainable_variables)
+      optimizers = experiment.build_optimizers(config, model)
     loss_fn = registry.call_with_section(losses.CaptionLoss, config.loss, "config.loss")
     eval_split = dataset.split(dataset.eval_split).take(config.eval.num_examples)
     evals = evaluators.create_for_run(config, eval_split, tokenizer)
     # The step counter lives on the host, outside the strategy: it is not a replicated variable.
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = experiment.training_checkpoint(model, optimizer, step)
+    checkpoint = experiment.training_checkpoint(model, optimizers, step)
     manager = tf.train.CheckpointManager(
       checkpoint,
       experiment.checkpoint_dir(workdir),
       max_to_keep=config.train.max_checkpoints,
       step_counter=step,
     )
-    manager.restore_or_initialize()
+    if manager.restore_or_initialize() is None and config.train.init_from:
+      experiment.init_weights_from(model, config.train.init_from)
     # Everything is built: only now is the workdir written.
     experiment.save_workdir(config, tokenizer, workdir, int(step))
     train_step = make_train_step(
-      model, optimizer, loss_fn, strategy, tokenizer.pad_id, config.train
+      model, optimizers, loss_fn, strategy, tokenizer.pad_id, config.train
     )
     return cls(
       config=config,
@@ -175,7 +197,7 @@ class TrainingRun:
       tokenizer=tokenizer,
       strategy=strategy,
       model=model,
-      optimizer=optimizer,
+      optimizers=optimizers,
       step=step,
       manager=manager,
       stream=stream,
@@ -183,6 +205,21 @@ class TrainingRun:
       eval_split=eval_split,
       evaluators=evals,
     )
+
+  @property
+  def optimizer(self):
+    """The captioner's optimizer (its learning rate is the one logged)."""
+    return self.optimizers["optimizer"][0]
+
+  def tune_backbone(self, step):
+    """Whether step `step` also trains the backbone's top layers."""
+    return (
+      "backbone_optimizer" in self.optimizers and step >= self.config.train.fine_tune.start_step
+    )
+
+  def run_step(self, batch):
+    """One train step at the current step counter: dict of scalar metrics."""
+    return self.train_step(batch, self.tune_backbone(int(self.step)))
 
   def batches(self):
     """The distributed batches from the current step on."""

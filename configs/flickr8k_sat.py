@@ -77,6 +77,10 @@ def get_config(arg=None):
     strategy="default",
     mixed_precision=config_dict.placeholder(str),
     jit_compile=False,
+    # Pretrained backbones: from start_step on, their top `layers` layers (BatchNorm excepted)
+    # train too, at their own learning rate; 0 layers keeps the backbone frozen.
+    fine_tune=dict(layers=0, start_step=0, learning_rate=1e-5),
+    init_from="",  # a workdir or checkpoint to start the weights from (not optimizer or step)
   )
 
   config.decode = dict(method="beam", beam_size=3, max_length=20)

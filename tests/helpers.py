@@ -53,12 +53,13 @@ def model_sections(encoder=None, neck=None, decoder=None):
 
   Each argument updates that section, e.g. decoder={"attention_coverage": True}.
   """
-  decoder = dict(decoder or {})
+  encoder, decoder = dict(encoder or {}), dict(decoder or {})
+  cnn = {"name": "small_cnn", "widths": (8, 16), "strides": (2, 2)}
   sat = {"name": "sat_lstm", "embed_dim": 16, "hidden_dim": 24, "attention_dim": 12}
   return {
-    "encoder": {"name": "small_cnn", "widths": (8, 16), "strides": (2, 2), **(encoder or {})},
+    # Another encoder's or decoder's section replaces the default one whole.
+    "encoder": {**cnn, **encoder} if encoder.get("name", "small_cnn") == "small_cnn" else encoder,
     "neck": dict(neck or {}),
-    # Another decoder's section replaces the SAT one whole.
     "decoder": {**sat, **decoder} if decoder.get("name", "sat_lstm") == "sat_lstm" else decoder,
   }
 

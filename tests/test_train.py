@@ -39,11 +39,11 @@ def interrupt_after(monkeypatch, num_calls):
   def make_interruptible(*args, **kwargs):
     step_fn, calls = make(*args, **kwargs), []
 
-    def interruptible(batch):
+    def interruptible(*args):
       calls.append(1)
       if len(calls) > num_calls:
         raise KeyboardInterrupt
-      return step_fn(batch)
+      return step_fn(*args)
 
     return interruptible
 

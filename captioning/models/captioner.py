@@ -75,7 +75,12 @@ class Captioner(keras.Model):
     return self.neck(self.encoder(images, training=training), training=training)
 
   def call(self, inputs, training=False):
-    features = self.encode(inputs["image"], training=training)
+    """inputs: {"image" [B, S, S, 3] or "features" [B, H, W, C] (the encoder's output, e.g.
+    from a feature cache), "tokens" [B, T]}."""
+    if "features" in inputs:
+      features = self.neck(inputs["features"], training=training)
+    else:
+      features = self.encode(inputs["image"], training=training)
     return self.decoder(features, inputs["tokens"], training=training)
 
   def get_config(self):
