@@ -110,5 +110,5 @@ def test_fine_tuning_needs_a_pretrained_backbone(tmp_path):
   config = helpers.load_config(
     **dict(TINY, **{"train.fine_tune": {"layers": 2, "start_step": 0, "learning_rate": 1e-4}})
   )
-  with pytest.raises(ValueError, match="fine_tune.layers needs a pretrained backbone"):
+  with pytest.raises(ValueError, match=r"fine_tune\.layers needs a pretrained backbone"):
     trainer.TrainingRun.create(config, str(tmp_path / "w"))
