@@ -114,6 +114,11 @@ def validate(config):
     f"train.fine_tune.learning_rate must be > 0, got {train.fine_tune.learning_rate}",
   )
   _require(
+    not (data.features and train.fine_tune.layers),
+    "data.features (a cache of the frozen backbone) and train.fine_tune.layers > 0 (a "
+    "backbone that changes) exclude each other",
+  )
+  _require(
     isinstance(train.init_from, str),
     f"train.init_from must be a workdir or checkpoint path ('' for none), got {train.init_from!r}",
   )

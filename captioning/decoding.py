@@ -69,14 +69,18 @@ class Search:
     self._search = tf.function(body, jit_compile=jit_compile)
 
   def __call__(self, images):
-    """Decodes images [B, S, S, 3].
+    """Decodes images [B, S, S, 3] (or a dict with "image" or cached "features").
 
     Returns:
       A dict of tensors: "tokens" [B, max_length + 1] (words, then `<end>`, then padding),
       "attention" [B, max_length + 1, L] (zeros after `<end>`), "log_prob" [B] of the caption,
       and "finished" [B], False where the model never chose `<end>` within max_length words.
     """
-    out = self._search(tf.convert_to_tensor(images))
+    if isinstance(images, dict):
+      images = {k: tf.convert_to_tensor(v) for k, v in images.items() if k in ("image", "features")}
+    else:
+      images = tf.convert_to_tensor(images)
+    out = self._search(images)
     out["finished"] = tf.reduce_any(tf.equal(out["tokens"], self.end_id), axis=1)
     return out
 

@@ -14,8 +14,8 @@ import tensorflow as tf
 from captioning import decoding
 from captioning import evaluators
 from captioning import experiment
+from captioning import features
 from captioning import summaries
-from captioning.data import datasets
 
 
 def output_name(split, decode_config, method=None, beam_size=None):
@@ -65,7 +65,7 @@ def evaluate_workdir(
   method, size, out_name = output_name(split, config.decode, decode_method, beam_size)
   with config.unlocked():
     config.decode.method, config.decode.beam_size = method, size
-  dataset = datasets.create(config.data, config.seed)
+  dataset = features.open_dataset(config)
   data = dataset.split(split).take(num_examples)
   evals = evaluators.create_for_run(config, data, tokenizer, batch_size)
   out_dir = os.path.join(workdir, "eval", out_name)

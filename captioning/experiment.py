@@ -52,12 +52,12 @@ def write_json(path, payload):
   write_text(path, json.dumps(payload, indent=2))
 
 
-def _flatten(tree, prefix=""):
+def flatten(tree, prefix=""):
   """{"a": {"b": 1}} -> {"a.b": 1}, for listing differences between configs."""
   out = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      out.update(_flatten(value, f"{prefix}{key}."))
+      out.update(flatten(value, f"{prefix}{key}."))
     else:
       out[f"{prefix}{key}"] = value
   return out
@@ -100,8 +100,8 @@ def check_workdir(config, workdir):
   """
   if not os.path.exists(config_path(workdir)):
     return
-  old = _flatten(json.loads(load_config(workdir).to_json()))
-  new = _flatten(json.loads(config.to_json()))
+  old = flatten(json.loads(load_config(workdir).to_json()))
+  new = flatten(json.loads(config.to_json()))
   diffs = [
     f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
     for key in sorted(set(old) | set(new))

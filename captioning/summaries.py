@@ -67,7 +67,7 @@ def write_caption_samples(
       f"{prefix}/samples", samples_markdown(ids, predictions, split.references(), finished)
     )
     pictures = []
-    for i, (image_id, image) in enumerate(zip(ids, split.images.numpy(range(len(ids))))):
+    for i, (image_id, image) in enumerate(zip(ids, split.images.pictures(range(len(ids))))):
       words = tokenizer_lib.split_words(predictions[int(image_id)])
       pictures.append(attention_overlay(image, attention[i], feature_map_shape, len(words) + 1))
     width = max(p.shape[1] for p in pictures)

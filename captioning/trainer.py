@@ -14,6 +14,7 @@ import tensorflow as tf
 from captioning import config_checks
 from captioning import evaluators
 from captioning import experiment
+from captioning import features
 from captioning import losses
 from captioning import registry
 from captioning.data import datasets
@@ -145,7 +146,7 @@ class TrainingRun:
     config_checks.validate(config)
     experiment.check_workdir(config, workdir)
     keras.utils.set_random_seed(config.seed)
-    dataset = datasets.create(config.data, config.seed)
+    dataset = features.open_dataset(config)
     train_split = dataset.split(dataset.train_split)
     tokenizer = experiment.load_or_build_tokenizer(workdir, train_split, config.data)
     tokens = pipeline.encode_captions(train_split, tokenizer, config.data.max_caption_length)
@@ -169,6 +170,7 @@ class TrainingRun:
     with strategy.scope():
       prior = tokenizer.word_counts_prior(c for caps in train_split.captions for c in caps)
       model = experiment.build_model(config, tokenizer.vocab_size, output_bias=prior)
+      features.load_backbone_weights(model, config)
       optimizers = experiment.build_optimizers(config, model)
     loss_fn = registry.call_with_section(losses.CaptionLoss, config.loss, "config.loss")
     eval_split = dataset.split(dataset.eval_split).take(config.eval.num_examples)

@@ -48,6 +48,7 @@ def get_config(arg=None):
     vocab_size=10000,
     min_count=5,  # about 10,000 words on COCO
     bucket_length_multiple=8,
+    features=config_dict.placeholder(str),
   )
   if source == "karpathy":
     config.data = dict(

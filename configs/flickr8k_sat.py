@@ -30,6 +30,8 @@ def get_config(arg=None):
     vocab_size=10000,  # upper bound; min_count decides (about 2,900 words on Flickr8k)
     min_count=5,
     bucket_length_multiple=8,
+    # A feature cache of scripts/precompute_features.py (pretrained backbones), or None.
+    features=config_dict.placeholder(str),
   )
 
   config.model = dict(

@@ -26,6 +26,8 @@ def get_config(arg=None):
     # Training batches are cut to their longest caption, rounded up to a multiple of this
     # (captions of similar length are batched together); 0 pads every batch to the maximum.
     bucket_length_multiple=8,
+    # A feature cache of scripts/precompute_features.py (pretrained backbones), or None.
+    features=config_dict.placeholder(str),
     # The `shapes` generator (captioning/data/shapes/dataset.py).
     num_train=20000,
     num_val=500,

@@ -24,6 +24,7 @@ PIPELINE_KEYS = (
   "vocab_size",
   "min_count",
   "bucket_length_multiple",
+  "features",  # a feature cache (captioning/features.py), or None
 )
 
 DATASETS = registry.Registry(

@@ -180,9 +180,15 @@ def summarize_skips(skipped, where, examples=3):
 class ArrayImages:
   """The images of a split held in memory, uint8 [N, S, S, 3] (generated datasets).
 
+  Every image source offers `key` (the batch key the model reads), `per_batch` (whether its
+  `loader` takes a batch of indices rather than one), `loader()` for tf.data, `numpy(indices)`
+  and `pictures(indices)` (pixels to draw attention over).
+
   Args:
     array: uint8 [N, S, S, 3].
   """
+
+  key, per_batch = "image", False
 
   def __init__(self, array):
     self.array = np.asarray(array)
@@ -203,7 +209,9 @@ class ArrayImages:
 
   def numpy(self, indices):
     """uint8 [len(indices), S, S, 3]."""
-    return self.array[np.asarray(indices)]
+    return self.array[np.asarray(indices, dtype=np.int64)]
+
+  pictures = numpy
 
   def loader(self):
     """A function for tf.data: int64 index -> uint8 [S, S, 3]."""
@@ -219,6 +227,8 @@ class FileImages:
     image_size: the side S every image is resized to.
     mode: "crop" or "pad" (see `resize`).
   """
+
+  key, per_batch = "image", False
 
   def __init__(self, paths, image_size, mode="crop"):
     if mode not in RESIZE_MODES:
@@ -240,6 +250,8 @@ class FileImages:
     """uint8 [len(indices), S, S, 3], read now (for the few images summaries draw)."""
     images = [load(self.paths[i], self.image_size, self.mode).numpy() for i in indices]
     return np.stack(images) if images else np.zeros((0, *self.image_shape), np.uint8)
+
+  pictures = numpy
 
   def loader(self):
     """A function for tf.data: int64 index -> uint8 [S, S, 3], read from its file."""

@@ -149,7 +149,7 @@ class TrainStream:
     image_index, caption_index = np.divmod(pairs, self.tokens.shape[1])
     keep = self._cut_length(int(self.lengths[pairs].max()))
     return {
-      "image": self.images.numpy(image_index),
+      self.images.key: self.images.numpy(image_index),
       "tokens": self.tokens[image_index, caption_index][:, :keep],
       "image_id": self.image_ids[image_index],
     }
@@ -174,10 +174,10 @@ class TrainStream:
       pairs = tf.numpy_function(self._steps_pairs, [steps], tf.int64)
       return tf.reshape(pairs, [-1, self.batch_size])
 
-    def example(pair):
+    def example(pair):  # one pair, or a batch of them for per-batch sources
       image_index = pair // k
       return {
-        "image": load_image(image_index),
+        self.images.key: load_image(image_index),
         "tokens": tf.gather(tokens, pair),
         "image_id": tf.gather(image_ids, image_index),
       }
@@ -190,37 +190,48 @@ class TrainStream:
         batch["tokens"] = batch["tokens"][:, :keep]
       return batch
 
-    return (
+    steps = (
       tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
       .batch(chunk)
       .map(plan)
       .unbatch()  # [batch_size] pairs per step
-      .unbatch()  # one pair per element
-      .map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-      .batch(self.batch_size, drop_remainder=True)
-      .map(cut)
-      .prefetch(tf.data.AUTOTUNE)
     )
+    if self.images.per_batch:
+      batches = steps.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+      batches = (
+        steps.unbatch()  # one pair per element
+        .map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(self.batch_size, drop_remainder=True)
+      )
+    return batches.map(cut).prefetch(tf.data.AUTOTUNE)
 
 
-def _ordered(count, element, batch_size):
-  """Elements 0..count-1 in order, mapped in parallel and batched (the last batch may be short)."""
-  return (
-    tf.data.Dataset.range(count)
-    .map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    .batch(batch_size)
-    .prefetch(tf.data.AUTOTUNE)
-  )
+def _ordered(count, element, batch_size, per_batch):
+  """Elements 0..count-1 in order, mapped in parallel (a batch at a time for per-batch
+  sources) and batched; the last batch may be short."""
+  indices = tf.data.Dataset.range(count)
+  if per_batch:
+    batches = indices.batch(batch_size).map(
+      element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+  else:
+    batches = indices.map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(
+      batch_size
+    )
+  return batches.prefetch(tf.data.AUTOTUNE)
 
 
 def image_batches(split, batch_size):
-  """A tf.data.Dataset of {"image", "image_id", "index"} batches over a split, in order, once."""
+  """A tf.data.Dataset of {"image" (or "features"), "image_id", "index"} batches over a split,
+  in order, once."""
   load_image = split.images.loader()
   image_ids = tf.constant(split.image_ids, tf.int64)
   return _ordered(
     len(split),
-    lambda i: {"image": load_image(i), "image_id": tf.gather(image_ids, i), "index": i},
+    lambda i: {split.images.key: load_image(i), "image_id": tf.gather(image_ids, i), "index": i},
     batch_size,
+    split.images.per_batch,
   )
 
 
@@ -231,6 +242,7 @@ def caption_batches(split, tokens, batch_size):
   load_image = split.images.loader()
   return _ordered(
     tokens.shape[0] * k,
-    lambda pair: {"image": load_image(pair // k), "tokens": tf.gather(flat, pair)},
+    lambda pair: {split.images.key: load_image(pair // k), "tokens": tf.gather(flat, pair)},
     batch_size,
+    split.images.per_batch,
   )

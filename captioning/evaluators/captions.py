@@ -20,7 +20,7 @@ def decode_split(search, tokenizer, split, batch_size):
   """
   predictions, attention, finished = {}, [], []
   for batch in pipeline.image_batches(split, batch_size):
-    out = search(batch["image"])
+    out = search(batch)  # pixels, or cached features
     ids = batch["image_id"].numpy()
     for image_id, caption in zip(ids, tokenizer.decode_batch(out["tokens"].numpy())):
       predictions[int(image_id)] = caption

@@ -35,7 +35,7 @@ class PerplexityEvaluator(base.Evaluator):
     def score(batch):
       inputs, targets = batch["tokens"][:, :-1], batch["tokens"][:, 1:]
       mask = tf.not_equal(targets, self.pad_id)
-      out = model({"image": batch["image"], "tokens": inputs}, training=False)
+      out = model({**batch, "tokens": inputs}, training=False)
       loss, count = losses.masked_cross_entropy(targets, out["logits"], mask)
       accuracy = losses.token_accuracy(targets, out["logits"], mask)
       return loss * count, accuracy * count, count

@@ -70,18 +70,25 @@ class Captioner(keras.Model):
     self.decoder.build(features_shape, tuple(input_shape.get("tokens", (image_shape[0], None))))
 
   def encode(self, images, training=False):
-    """Images [B, S, S, 3] -> feature sequence [B, H*W, C + P] (features, then P position
-    channels)."""
-    return self.neck(self.encoder(images, training=training), training=training)
+    """Images -> feature sequence [B, H*W, C + P] (features, then P position channels).
+
+    Args:
+      images: [B, S, S, 3] pixels, or a dict with "image" (pixels) or "features" (a frozen
+        backbone's grid [B, H, W, C] from a feature cache, `features.py`).
+    """
+    if isinstance(images, dict) and "features" in images:
+      if not hasattr(self.encoder, "head"):
+        raise ValueError("Cached features need a pretrained backbone encoder.")
+      maps = self.encoder.head(images["features"])
+    else:
+      images = images["image"] if isinstance(images, dict) else images
+      maps = self.encoder(images, training=training)
+    return self.neck(maps, training=training)
 
   def call(self, inputs, training=False):
-    """inputs: {"image" [B, S, S, 3] or "features" [B, H, W, C] (the encoder's output, e.g.
-    from a feature cache), "tokens" [B, T]}."""
-    if "features" in inputs:
-      features = self.neck(inputs["features"], training=training)
-    else:
-      features = self.encode(inputs["image"], training=training)
-    return self.decoder(features, inputs["tokens"], training=training)
+    """inputs: {"image" [B, S, S, 3] or "features" [B, H, W, C], "tokens" [B, T]}."""
+    images = {k: v for k, v in inputs.items() if k in ("image", "features")}
+    return self.decoder(self.encode(images, training=training), inputs["tokens"], training=training)
 
   def get_config(self):
     return {

@@ -164,10 +164,17 @@ class Backbone(keras.layers.Layer):
     images = keras.ops.cast(images, "float32")
     return images if self.preprocessing == "inside" else self.preprocess(images)
 
-  def call(self, images):
-    maps = self.network(self.preprocessed(images), training=False)  # [B, H, W, C]
+  def frozen_maps(self, images):
+    """The frozen network's grid [B, H, W, C] (float32): what a feature cache stores."""
+    return self.network(self.preprocessed(images), training=False)
+
+  def head(self, maps):
+    """The trained part on top of the frozen grid: the projection, if any."""
     maps = keras.ops.cast(maps, self.compute_dtype)
     return maps if self.project is None else self.project(maps)
+
+  def call(self, images):
+    return self.head(self.frozen_maps(images))
 
   def compute_output_shape(self, input_shape):
     if self.network is None:

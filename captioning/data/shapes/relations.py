@@ -64,7 +64,7 @@ class RelationEvaluator(base.Evaluator):
     @tf.function
     def score(images, tokens):
       inputs, targets = tokens[:, :-1], tokens[:, 1:]
-      logits = model({"image": images, "tokens": inputs}, training=False)["logits"]
+      logits = model({self.images.key: images, "tokens": inputs}, training=False)["logits"]
       log_probs = -tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)  # [B, T]
       mask = tf.cast(tf.not_equal(targets, self.pad_id), log_probs.dtype)
       return tf.reduce_sum(log_probs * mask, axis=-1)  # log p(caption words) [B]
