@@ -70,6 +70,8 @@ def write_photos(folder, count):
 
 def build_run(config, folder, annotations, workdir):
   with config.unlocked():
+    if "weights" in config.model.encoder:  # speed does not depend on the weights' values
+      config.model.encoder.weights = "none"
     config.data.annotations = annotations
     config.data.image_root = os.path.join(folder, "images")
     config.data.cache_dir = os.path.join(folder, "cache")

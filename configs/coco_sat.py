@@ -12,8 +12,7 @@ where /data/coco holds train2014/ and val2014/. The same experiment from other s
       --config.data.image_root.val=/data/coco/val2014
     --config=configs/coco_sat.py:tfds      (TFDS coco_captions; its Karpathy splits)
 
-The encoder is the small CNN trained from scratch until the model zoo brings pretrained
-backbones.
+The encoder is configs/flickr8k_sat.py's frozen ImageNet ResNet50.
 """
 
 import importlib.util

@@ -1,11 +1,13 @@
-"""Show-Attend-Tell on Flickr8k (Karpathy splits): 6,000 / 1,000 / 1,000 photos, 5 captions each.
+"""Show-Attend-Tell on Flickr8k (Karpathy splits): 6,000 / 1,000 / 1,000 photos, 5 captions each,
+on a frozen ImageNet ResNet50.
 
     python scripts/train.py --config=configs/flickr8k_sat.py --workdir=workdirs/flickr8k_sat \
       --config.data.annotations=/data/flickr8k/dataset_flickr8k.json \
       --config.data.image_root=/data/flickr8k/Flicker8k_Dataset
 
-Flickr30k is the same with dataset_flickr30k.json and its image folder. The encoder is the
-small CNN trained from scratch until the model zoo brings pretrained backbones.
+Flickr30k is the same with dataset_flickr30k.json and its image folder. With a frozen backbone,
+computing its grids once pays: `scripts/precompute_features.py --config=... --output=DIR`, then
+`--config.data.features=DIR`.
 """
 
 import ml_collections
@@ -35,12 +37,10 @@ def get_config(arg=None):
   )
 
   config.model = dict(
-    encoder=dict(
-      name="small_cnn",
-      weights="none",
-      widths=(32, 64, 128, 256),
-      strides=(4, 2, 2, 2),  # 224 px -> a 7x7 grid, like a ResNet's last stage
-    ),
+    # ImageNet ResNet50, frozen: a 7x7x2048 grid at 224 px (downloaded by Keras on first use;
+    # --config.model.encoder.weights=none trains without any download). Any backbone of
+    # captioning/models/encoders.py fits here, or small_cnn (widths, strides) from scratch.
+    encoder=dict(name="resnet50", weights="imagenet", project_dim=0),
     neck=dict(
       relative_keypoints=0,
       position_channels="linear",
@@ -52,7 +52,7 @@ def get_config(arg=None):
       name="sat_lstm",
       embed_dim=256,
       hidden_dim=512,
-      attention_dim=256,
+      attention_dim=512,
       dropout=0.3,
       attention_coverage=False,
       attention_gate=True,

@@ -150,18 +150,6 @@ def test_a_dataset_refuses_evaluators_it_has_no_ground_truth_for():
     evaluators.check({"relations": {}}, CaptionsOnly)
 
 
-def test_every_config_key_is_read():
-  from captioning import config_checks  # pylint: disable=import-outside-toplevel
-
-  for name in ("shapes_sat", "smoke"):
-    config = helpers.load_config(name)
-    config_checks.validate(config)  # every key reaches the code that takes it
-    with config.unlocked():
-      config.train.unused = 1
-    with pytest.raises(ValueError, match=r"config\.train has keys no code reads: \['unused'\]"):
-      config_checks.validate(config)
-
-
 def test_config_typos_fail_loudly():
   config = helpers.load_config()
   with pytest.raises(AttributeError):
