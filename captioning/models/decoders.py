@@ -156,7 +156,7 @@ class ShowAttendTellDecoder(CaptionDecoder):
     self.cell = keras.layers.LSTMCell(hidden_dim, name="lstm", dtype=policy)
     self.out_h = keras.layers.Dense(embed_dim, name="out_h", dtype=policy)
     self.out_z = keras.layers.Dense(embed_dim, use_bias=False, name="out_z", dtype=policy)
-    self.out_dropout = keras.layers.Dropout(dropout)
+    self.out_dropout = keras.layers.Dropout(dropout, dtype=policy)
     bias_init = (
       "zeros"
       if output_bias is None

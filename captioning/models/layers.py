@@ -227,7 +227,7 @@ class MultiHeadAttention(keras.layers.Layer):
     self.query_dense = keras.layers.Dense(inner, name="query", dtype=self.dtype_policy)
     self.key_dense = keras.layers.Dense(inner, name="key", dtype=self.dtype_policy)
     self.value_dense = keras.layers.Dense(inner, name="value", dtype=self.dtype_policy)
-    self.weights_dropout = keras.layers.Dropout(dropout)
+    self.weights_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
     self.output_dense = None  # its size depends on the query, known in build
 
   def build(self, query_shape, value_shape=None, key_shape=None):
@@ -423,7 +423,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
       epsilon=1e-6, name="attention_norm", dtype=policy
     )
     self.mlp_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="mlp_norm", dtype=policy)
-    self.output_dropout = keras.layers.Dropout(dropout)
+    self.output_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
     # Sizes that default to the input's are known in build.
     self.attention = self.mlp_hidden = self.mlp_output = None
 

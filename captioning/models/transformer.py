@@ -99,7 +99,7 @@ class TransformerDecoder(decoders.CaptionDecoder):
       keras.layers.Dense(width, name=f"mlp_output{i}", dtype=policy) for i in range(num_layers)
     ]
     self.final_norm = norm("final_norm")
-    self.drop = keras.layers.Dropout(dropout)
+    self.drop = keras.layers.Dropout(dropout, dtype=policy)
     self.logits = (
       None
       if tie_embeddings
@@ -131,7 +131,11 @@ class TransformerDecoder(decoders.CaptionDecoder):
     self.final_norm.build(sequence)
     if self.logits is None:
       self.output_bias = self.add_weight(
-        shape=(self.vocab_size,), initializer=self.bias_init, name="output_bias", dtype="float32"
+        shape=(self.vocab_size,),
+        initializer=self.bias_init,
+        name="output_bias",
+        dtype="float32",
+        autocast=False,  # logits stay float32 under mixed precision
       )
     else:
       self.logits.build(sequence)

@@ -85,9 +85,14 @@ print(model.dtype_policy.name)
 """
 
 
-@pytest.mark.parametrize("dtype", [None, "mixed_bfloat16"])
-def test_model_file_loads_in_a_fresh_process_as_documented(tmp_path, dtype):
-  model = helpers.tiny_captioner(dtype=dtype)
+TINY_TRANSFORMER = {"name": "transformer", "num_layers": 1, "width": 16, "num_heads": 2}
+
+
+@pytest.mark.parametrize(
+  "dtype,decoder", [(None, None), ("mixed_bfloat16", None), ("mixed_bfloat16", TINY_TRANSFORMER)]
+)
+def test_model_file_loads_in_a_fresh_process_as_documented(tmp_path, dtype, decoder):
+  model = helpers.tiny_captioner(dtype=dtype, decoder=decoder)
   path, logits = str(tmp_path / "model.keras"), str(tmp_path / "logits.npy")
   model.save(path)
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=helpers.ROOT)
