@@ -16,6 +16,7 @@ SHIPPED = [
   ("shapes_sat", None),
   ("shapes_transformer", None),
   ("smoke", None),
+  ("smoke", "transformer"),
   ("flickr8k_sat", None),
   ("flickr8k_transformer", None),
   ("coco_sat", "karpathy"),
