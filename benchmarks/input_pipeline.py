@@ -7,7 +7,10 @@ annotations file to a temporary folder, builds the training run as `scripts/trai
 times, in the same process: the tf.data pipeline alone (images/sec: read, decode, resize,
 batch) and the train step fed by it (examples/sec). The pipeline keeps up when their ratio is
 above 1. With `--memory`, it also trains the same config for `--memory_steps` steps in fresh
-processes over 1,000 and over 10,000 images and reports each one's peak host memory.
+processes over 1,000 and over 10,000 images and reports each one's peak host memory. With
+`--features`, it also caches the frozen backbone's grids of every photo (float16, as
+`scripts/precompute_features.py` does) and reports the cache's rate and size, and the train
+step fed from the cache.
 """
 
 import json
@@ -26,6 +29,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from captioning import features
 from captioning import runtime
 from captioning import trainer
 
@@ -35,6 +39,7 @@ _BATCHES = flags.DEFINE_integer("batches", 30, "Timed batches of each measuremen
 _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed batches first.", lower_bound=1)
 _MEMORY = flags.DEFINE_bool("memory", False, "Also compare peak memory at 1,000 and 10,000.")
 _MEMORY_STEPS = flags.DEFINE_integer("memory_steps", 30, "Train steps of each memory run.")
+_FEATURES = flags.DEFINE_bool("features", False, "Also time the feature cache and training on it.")
 _TRAIN_ONLY = flags.DEFINE_bool("train_only", False, "Only train (a memory run's subprocess).")
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the JSON here.")
 
@@ -112,6 +117,32 @@ def memory_run(count):
   return json.loads(out.strip().splitlines()[-1])["peak_memory_mb"]
 
 
+def feature_cache(config, folder, batch):
+  """Caches every split's grids and times training on them; returns the measurements."""
+  cache = os.path.join(folder, "features")
+  start = time.perf_counter()
+  summary = features.precompute(config, cache, dtype="float16")
+  seconds = time.perf_counter() - start
+  images = sum(split["images"] for split in summary.values())
+  size = sum(split["bytes"] for split in summary.values())
+  with config.unlocked():
+    config.data.features = cache
+  run = trainer.TrainingRun.create(config, os.path.join(folder, "workdir_cached"))
+  steps = iter(run.batches())
+  step_rate = rate(
+    steps, _BATCHES.value, _WARMUP.value, lambda b: run.train_step(b)["loss"].numpy()
+  )
+  return {
+    "images": images,
+    "dtype": "float16",
+    "seconds": seconds,  # including the backbone's build and tracing
+    "images_per_sec": images / seconds,
+    "megabytes": size / 2**20,
+    "kilobytes_per_image": size / images / 2**10,
+    "cached_train_examples_per_sec": step_rate * batch,
+  }
+
+
 def main(argv):
   del argv
   settings = runtime.setup_process()
@@ -152,6 +183,8 @@ def main(argv):
       "tensorflow": tf.__version__,
       "process_settings": settings,
     }
+    if _FEATURES.value:
+      result["feature_cache"] = feature_cache(config, folder, batch)
   if _MEMORY.value:
     small, large = memory_run(1000), memory_run(10000)
     result["memory_runs"] = {"steps": _MEMORY_STEPS.value, "peak_mb_1000_images": small,
