@@ -4,6 +4,7 @@ Marked slow: about four minutes on 2 CPU cores. CI runs it (`make test`); `make 
 skips it.
 """
 
+import csv
 import json
 import os
 import subprocess
@@ -74,6 +75,15 @@ def test_evaluation_writes_coco_results_and_metrics(trained):
   for key in ("relation_accuracy", "relation_accuracy_horizontal", "relation_accuracy_vertical"):
     assert 0.0 <= metrics[key] <= 1.0, key
   assert metrics["step"] == 2400 and metrics["split"] == "test"
+  # The per-image file: every caption's own scores and its fact verdict, which add up to the
+  # split's numbers.
+  with open(os.path.join(workdir, "eval", "test", "captions_per_image.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert [int(r["image_id"]) for r in rows] == [c["image_id"] for c in captions]
+  assert np.mean([int(r["fact_correct"]) for r in rows]) == pytest.approx(metrics["fact_accuracy"])
+  assert all(bool(r["fact_error"]) != (r["fact_correct"] == "1") for r in rows)
+  mean_cider = np.mean([float(r["CIDEr"]) for r in rows])
+  np.testing.assert_allclose(mean_cider, metrics["CIDEr"], rtol=1e-4)
   if metrics["tokenizer"] == "ptb":
     assert "METEOR" in metrics
   else:

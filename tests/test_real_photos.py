@@ -1,6 +1,7 @@
 """Training and evaluation on real-photo datasets, end to end, on files the test writes:
 Karpathy JSON, COCO JSON and TFDS (mocked; nothing is downloaded)."""
 
+import csv
 import json
 import os
 import subprocess
@@ -75,6 +76,15 @@ def check_evaluated(workdir, records, report):
   for key in ("Bleu_4", "CIDEr", "perplexity"):
     assert np.isfinite(metrics[key]), key
   assert metrics == report or report is None
+  # One row per image: its caption, its own scores, nothing dataset-specific for photos.
+  with open(os.path.join(workdir, "eval", "test", "captions_per_image.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert [int(r["image_id"]) for r in rows] == [c["image_id"] for c in captions]
+  assert [r["caption"] for r in rows] == [c["caption"] for c in captions]
+  assert {"finished", "Bleu_4", "ROUGE_L", "CIDEr"} <= set(rows[0])
+  assert "fact_correct" not in rows[0]
+  mean_cider = np.mean([float(r["CIDEr"]) for r in rows])
+  np.testing.assert_allclose(mean_cider, metrics["CIDEr"], rtol=1e-4, atol=1e-6)
 
 
 def test_karpathy_json_trains_and_evaluates_with_the_script(photos, tmp_path):

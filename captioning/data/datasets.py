@@ -88,6 +88,15 @@ class CaptionSplit:
     del predictions
     return {}
 
+  def caption_verdicts(self, predictions):
+    """Per-image judgements beyond the COCO metrics, for the per-image results file.
+
+    Returns:
+      {image_id: {column: value}}; empty for datasets with captions as their only ground truth.
+    """
+    del predictions
+    return {}
+
 
 class Dataset:
   """A captioning dataset: named splits, and what only this dataset knows.

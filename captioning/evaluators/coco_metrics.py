@@ -2,7 +2,9 @@
 
 The numbers match the COCO caption evaluation (`pycocoevalcap.eval.COCOEvalCap`): captions are
 tokenized with pycocoevalcap's PTBTokenizer and scored at corpus level by pycocoevalcap's own
-scorers. SPICE is not offered because it downloads models on first use.
+scorers. SPICE is opt-in (`metrics=(..., "SPICE")`) and runs only where its Stanford CoreNLP
+models are already installed: pycocoevalcap would download them on first use, and this project
+never does.
 
 Both the PTB tokenizer and METEOR run in Java. Without Java the captions are tokenized by a
 pure-Python approximation of the PTB tokenizer, METEOR is skipped, and the result says so: such
@@ -13,6 +15,7 @@ numbers. A Java subprocess that fails costs only its own metric, never the other
 import collections
 import contextlib
 import dataclasses
+import os
 import re
 import shutil
 import subprocess
@@ -28,6 +31,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer import ptbtokenizer
 
 SUPPORTED_METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr")
+OPTIONAL_METRICS = ("SPICE",)  # asked for by name only
 PTB_TOKENIZER = "ptb"
 PYTHON_FALLBACK_TOKENIZER = "python_fallback"
 METEOR_NEEDS_JAVA = "METEOR needs Java (install a JRE, e.g. `apt-get install default-jre-headless`)"
@@ -101,12 +105,17 @@ class CaptionMetrics:
       "python_fallback" when the pure-Python approximation did.
     skipped: metric name -> why it was not computed.
     warnings: human-readable caveats about these scores (also logged).
+    image_ids: the scored images, in the order of `per_image`.
+    per_image: metric name -> each image's own score, where the metric has one (BLEU's are
+      the per-image BLEU of pycocoevalcap, not parts of the corpus BLEU).
   """
 
   scores: dict[str, float]
   tokenizer: str
   skipped: dict[str, str] = dataclasses.field(default_factory=dict)
   warnings: list[str] = dataclasses.field(default_factory=list)
+  image_ids: list = dataclasses.field(default_factory=list)
+  per_image: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
 
 def java_available():
@@ -226,32 +235,54 @@ def compute_caption_metrics(
     else:
       skipped["METEOR"] = METEOR_NEEDS_JAVA
 
-  scores = {}
+  if "SPICE" in metrics:
+    reason = spice_unavailable() if use_java else "SPICE needs Java"
+    if reason:
+      skipped["SPICE"] = reason
+
+  scores, per_image = {}, {}
   try:
     if "Bleu" in metrics:
       # verbose=0 only silences Bleu's prints; COCOEvalCap's verbose=1 gives the same numbers.
-      bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+      bleu, each = Bleu(4).compute_score(gts, res, verbose=0)
       scores.update({f"Bleu_{n + 1}": float(s) for n, s in enumerate(bleu)})
+      per_image.update({f"Bleu_{n + 1}": [float(x) for x in each[n]] for n in range(4)})
     if meteor is not None:
-      score, error = _run_meteor(meteor, gts, res, meteor_timeout_s)
+      score, each, error = _run_meteor(meteor, gts, res, meteor_timeout_s)
       meteor = None
       if error:
         skipped["METEOR"] = error
       else:
-        scores["METEOR"] = score
+        scores["METEOR"], per_image["METEOR"] = score, each
     if "ROUGE_L" in metrics:
-      scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
+      score, each = Rouge().compute_score(gts, res)
+      scores["ROUGE_L"], per_image["ROUGE_L"] = float(score), [float(x) for x in each]
     if "CIDEr" in metrics:
-      scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+      score, each = Cider().compute_score(gts, res)
+      scores["CIDEr"], per_image["CIDEr"] = float(score), [float(x) for x in each]
+    if "SPICE" in metrics and "SPICE" not in skipped:
+      score, error = _run_spice(gts, res)
+      if error:
+        skipped["SPICE"] = error
+      else:
+        scores["SPICE"] = score
   finally:
     if meteor is not None:
       _close_meteor(meteor)
 
-  if "METEOR" in skipped:
-    warnings.append(f"METEOR was skipped: {skipped['METEOR']}")
+  for name in ("METEOR", "SPICE"):
+    if name in skipped:
+      warnings.append(f"{name} was skipped: {skipped[name]}")
   for warning in warnings:
     logging.warning("Caption metrics: %s", warning)
-  return CaptionMetrics(scores=scores, tokenizer=tokenizer, skipped=skipped, warnings=warnings)
+  return CaptionMetrics(
+    scores=scores,
+    tokenizer=tokenizer,
+    skipped=skipped,
+    warnings=warnings,
+    image_ids=list(image_ids),
+    per_image=per_image,
+  )
 
 
 def check_metrics(metrics):
@@ -261,11 +292,11 @@ def check_metrics(metrics):
   metrics = tuple(metrics)
   if not metrics:
     raise ValueError(f"No metrics requested; choose from {SUPPORTED_METRICS}.")
-  unknown = [m for m in metrics if m not in SUPPORTED_METRICS]
+  unknown = [m for m in metrics if m not in SUPPORTED_METRICS + OPTIONAL_METRICS]
   if unknown:
     raise ValueError(
-      f"Unknown metric(s) {unknown}; supported are {SUPPORTED_METRICS} "
-      "(SPICE is not offered; 'Bleu' computes Bleu_1..Bleu_4)."
+      f"Unknown metric(s) {unknown}; supported are {SUPPORTED_METRICS + OPTIONAL_METRICS} "
+      "('Bleu' computes Bleu_1..Bleu_4)."
     )
   return metrics
 
@@ -375,7 +406,8 @@ def _drain(stream, tail):
 
 
 def _run_meteor(meteor, gts, res, timeout_s):
-  """Computes corpus METEOR and closes the JVM; returns (score, None) or (None, error)."""
+  """Computes METEOR and closes the JVM; returns (score, per-image scores, None) or
+  (None, None, error)."""
   timed_out = threading.Event()
 
   def kill():
@@ -387,14 +419,14 @@ def _run_meteor(meteor, gts, res, timeout_s):
     timer.daemon = True
     timer.start()
   try:
-    score, _ = meteor.compute_score(gts, res)
-    return float(score), None
+    score, each = meteor.compute_score(gts, res)
+    return float(score), [float(x) for x in each], None
   except Exception as e:  # pylint: disable=broad-except
     if timed_out.is_set():
-      return None, f"METEOR did not answer within {timeout_s:g} s and was killed"
+      return None, None, f"METEOR did not answer within {timeout_s:g} s and was killed"
     error = f"METEOR failed ({type(e).__name__}: {e})"
     details = _close_meteor(meteor)
-    return None, f"{error}; Java said: {details}" if details else error
+    return None, None, f"{error}; Java said: {details}" if details else error
   finally:
     if timer is not None:
       timer.cancel()
@@ -421,3 +453,37 @@ def _close_meteor(meteor):
   process.stdout.close()
   process.stderr.close()
   return " | ".join(line for line in meteor.stderr_tail if line)[-500:]
+
+
+def spice_directory():
+  """Where pycocoevalcap's SPICE keeps its jar and the Stanford CoreNLP models it needs."""
+  from pycocoevalcap.spice import spice  # pylint: disable=import-outside-toplevel
+
+  return os.path.dirname(os.path.abspath(spice.__file__))
+
+
+def spice_unavailable():
+  """Why SPICE cannot run here without a download, or None if it can."""
+  from pycocoevalcap.spice import get_stanford_models  # pylint: disable=import-outside-toplevel
+
+  folder = spice_directory()
+  models = os.path.join(folder, get_stanford_models.SPICELIB, f"{get_stanford_models.JAR}.jar")
+  if not os.path.exists(models):
+    return (
+      f"SPICE needs the Stanford CoreNLP models at {models}; this project never downloads "
+      "them (pycocoevalcap's get_stanford_models.get_stanford_models() does, once)"
+    )
+  if shutil.which("java") is None:
+    return "SPICE needs Java"
+  return None
+
+
+def _run_spice(gts, res):
+  """Runs pycocoevalcap's SPICE; returns (score, None) or (None, error)."""
+  from pycocoevalcap.spice.spice import Spice  # pylint: disable=import-outside-toplevel
+
+  try:
+    score, _ = Spice().compute_score(gts, res)
+    return float(score), None
+  except Exception as e:  # pylint: disable=broad-except
+    return None, f"SPICE failed ({type(e).__name__}: {e})"

@@ -344,7 +344,7 @@ def test_invalid_inputs_raise_value_error(predictions, references, message):
   assert message in str(error.value)
 
 
-@pytest.mark.parametrize("metrics", [(), ("SPICE",), ("Bleu_4",)])
+@pytest.mark.parametrize("metrics", [(), ("Spice",), ("Bleu_4",)])
 def test_unknown_metrics_raise_value_error(metrics):
   with pytest.raises(ValueError, match="metric"):
     coco_metrics.compute_caption_metrics(

@@ -35,6 +35,15 @@ class ShapesSplit(datasets.CaptionSplit):
     """Fact accuracy of generated captions, overall and by number of objects."""
     return facts.fact_accuracy(predictions, self.scene_by_id())
 
+  def caption_verdicts(self, predictions):
+    """Each caption's fact verdict: correct (1 or 0) and, if wrong, what is wrong."""
+    scenes_by_id = self.scene_by_id()
+    verdicts = {}
+    for image_id, caption in predictions.items():
+      correct, reason = facts.check_caption(caption, scenes_by_id[image_id])
+      verdicts[image_id] = {"fact_correct": int(correct), "fact_error": "" if correct else reason}
+    return verdicts
+
 
 class ShapesDataset(datasets.Dataset):
   """Procedural scenes of one to three shapes with templated captions (`scenes.py`).
