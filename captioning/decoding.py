@@ -192,9 +192,9 @@ class Search:
       # step, as the fallback of images with no finished caption).
       live_score, pick = tf.math.top_k(tf.where(ended, neg_inf, top_score), k=k)
       source = tf.reshape(tf.gather(beam, pick, batch_dims=1) + offsets, [-1])  # [B*K]
-      alive_score = tf.where(last, alive_score, live_score)
-      alive_seq = tf.where(last, alive_seq, tf.gather(seq, pick, batch_dims=1))
-      alive_att = tf.where(last, alive_att, tf.gather(att, pick, batch_dims=1))
+      alive_score = _keep_if(last, alive_score, live_score)
+      alive_seq = _keep_if(last, alive_seq, tf.gather(seq, pick, batch_dims=1))
+      alive_att = _keep_if(last, alive_att, tf.gather(att, pick, batch_dims=1))
       # The decoder contract: every state tensor is batch-first, so one gather reorders it.
       state = tf.nest.map_structure(lambda s, i=source: tf.gather(s, i), new_state)
       word = tf.reshape(tf.gather(token, pick, batch_dims=1), [-1])
@@ -216,6 +216,17 @@ class Search:
         use_finished, fin_score[:, 0], tf.gather(alive_score, best_live, batch_dims=1)
       ),
     }
+
+
+def _keep_if(condition, old, new):
+  """`tf.where(condition, old, new)` for a scalar condition, with `old`'s static shape.
+
+  Broadcasting a static batch of 1 against a batch the graph does not know gives an unknown
+  batch, which a loop variable may not change to: a batch of one image would not trace.
+  """
+  out = tf.where(condition, old, new)
+  out.set_shape(old.shape)
+  return out
 
 
 def build_search(decode_config, model, tokenizer, jit_compile=False):

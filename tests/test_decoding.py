@@ -277,3 +277,13 @@ def test_pad_and_start_are_never_emitted_even_when_likeliest(method, beam_size, 
   out = search(model, method, beam_size=beam_size)(np.zeros([2, 32, 32, 3], np.uint8))
   np.testing.assert_array_equal(out["tokens"].numpy(), [expected] * 2)
   assert out["finished"].numpy().all() == (expected[0] == END)
+
+
+@pytest.mark.parametrize("method,beam_size", [("greedy", 1), ("beam", 3)])
+def test_a_batch_of_one_image_decodes(method, beam_size):
+  # A static batch of one broadcast against the loop's unknown batch once failed to trace.
+  model = random_model()
+  images = np.random.RandomState(4).randint(0, 255, (3, 32, 32, 3)).astype("uint8")
+  together = search(model, method, max_length=6, beam_size=beam_size)(images)
+  alone = search(model, method, max_length=6, beam_size=beam_size)(images[1:2])
+  np.testing.assert_array_equal(alone["tokens"].numpy()[0], together["tokens"].numpy()[1])
