@@ -112,7 +112,7 @@ def test_workdir_with_another_model_is_not_overwritten(tmp_path):
     ("decode.method", "sampling", r"decode\.method"),
     ("decode.beam_size", 0, r"decode\.beam_size"),
     ("eval.evaluators", {"bleu5": {}}, r"unknown config\.eval\.evaluators 'bleu5'"),
-    ("eval.evaluators.captions.metrics", ("SPICE",), r"captions: Unknown metric"),
+    ("eval.evaluators.captions.metrics", ("Spice",), r"captions: Unknown metric"),
     ("eval.evaluators.relations.max_pair", 9, r"relations\.max_pair is not an argument"),
     ("eval.evaluators.captions.batch_size", 9, "is set by the code"),
     ("curriculum.steps", -5, r"curriculum\.steps"),
