@@ -13,6 +13,7 @@ import numpy as np
 from captioning.data import datasets
 from captioning.data import images
 from captioning.data.shapes import facts
+from captioning.data.shapes import generation
 from captioning.data.shapes import scenes
 
 
@@ -46,7 +47,7 @@ class ShapesSplit(datasets.CaptionSplit):
 
 
 class ShapesDataset(datasets.Dataset):
-  """Procedural scenes of one to three shapes with templated captions (`scenes.py`).
+  """Procedural scenes of one to three shapes with templated captions (`generation.py`).
 
   Args:
     image_size: image side in pixels (at least 32).
@@ -85,7 +86,7 @@ class ShapesDataset(datasets.Dataset):
     self.min_objects, self.max_objects = min_objects, max_objects
     self.held_out_pairs = tuple(tuple(p) for p in held_out_pairs)
     for split in self.SPLITS:
-      scenes.check_arguments(
+      generation.check_arguments(
         split,
         self.sizes[split],
         self.image_size,
@@ -96,7 +97,7 @@ class ShapesDataset(datasets.Dataset):
       )
 
   def load(self, name):
-    generated = scenes.generate_split(
+    generated = generation.generate_split(
       name,
       self.sizes[name],
       seed=self.seed,

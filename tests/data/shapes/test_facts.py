@@ -3,6 +3,7 @@
 import pytest
 
 from captioning.data.shapes import facts
+from captioning.data.shapes import generation
 from captioning.data.shapes import scenes
 
 
@@ -24,7 +25,9 @@ THREE = (
 
 @pytest.fixture(scope="module")
 def generated():
-  return {name: scenes.generate_split(name, 500, seed=1, image_size=32) for name in scenes.SPLITS}
+  return {
+    name: generation.generate_split(name, 500, seed=1, image_size=32) for name in scenes.SPLITS
+  }
 
 
 def test_every_reference_caption_is_correct(generated):

@@ -8,13 +8,14 @@ from captioning.data import datasets
 from captioning.data import images as images_lib
 from captioning.data import tokenizer as tokenizer_lib
 from captioning.data.shapes import dataset
+from captioning.data.shapes import generation
 from captioning.data.shapes import relations
 from captioning.data.shapes import scenes
 
 
 @pytest.fixture(scope="module")
 def setup():
-  generated = scenes.generate_split("val", 40, seed=2, image_size=32)
+  generated = generation.generate_split("val", 40, seed=2, image_size=32)
   images = generated.images.copy()
   images[:, 0, 0, 0] = np.arange(len(images))  # lets the fake models find the scene
   split = dataset.ShapesSplit(

@@ -6,6 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
+from captioning.data.shapes import generation
 from captioning.data.shapes import scenes
 
 RGB = dict(scenes.COLOR_RGB)
@@ -17,7 +18,7 @@ def splits():
   """Realistically sized splits, small images to stay fast."""
   sizes = {"train": 3000, "val": 300, "test": 300, "compositional": 300}
   return {
-    name: scenes.generate_split(name, n, seed=0, image_size=SIZE) for name, n in sizes.items()
+    name: generation.generate_split(name, n, seed=0, image_size=SIZE) for name, n in sizes.items()
   }
 
 
@@ -34,8 +35,8 @@ def _obj(shape="circle", color="red", size="small", row=0, col=0):
 
 
 def test_same_seed_gives_identical_output():
-  a = scenes.generate_split("train", 200, seed=3, image_size=SIZE)
-  b = scenes.generate_split("train", 200, seed=3, image_size=SIZE)
+  a = generation.generate_split("train", 200, seed=3, image_size=SIZE)
+  b = generation.generate_split("train", 200, seed=3, image_size=SIZE)
   assert a.images.tobytes() == b.images.tobytes()
   np.testing.assert_array_equal(a.image_ids, b.image_ids)
   assert a.captions == b.captions
@@ -43,8 +44,8 @@ def test_same_seed_gives_identical_output():
 
 
 def test_different_seed_gives_different_output():
-  a = scenes.generate_split("train", 200, seed=3, image_size=SIZE)
-  b = scenes.generate_split("train", 200, seed=4, image_size=SIZE)
+  a = generation.generate_split("train", 200, seed=3, image_size=SIZE)
+  b = generation.generate_split("train", 200, seed=4, image_size=SIZE)
   assert a.images.tobytes() != b.images.tobytes()
   assert a.captions != b.captions
   assert a.scenes != b.scenes
@@ -52,7 +53,7 @@ def test_different_seed_gives_different_output():
 
 @pytest.mark.parametrize("image_size", [32, 64, 100, 128])
 def test_shapes_and_dtypes(image_size):
-  data = scenes.generate_split("val", 50, image_size=image_size)
+  data = generation.generate_split("val", 50, image_size=image_size)
   assert data.images.shape == (50, image_size, image_size, 3)
   assert data.images.dtype == np.uint8
   assert data.image_ids.shape == (50,) and data.image_ids.dtype == np.int64
@@ -76,9 +77,9 @@ def test_one_object_splits_disjoint_and_unique_within():
   # One-object scenes are few (a few thousand at 32 px); the split buckets must
   # still keep them apart, and a split smaller than its pool has no repeats.
   one = dict(image_size=SIZE, min_objects=1, max_objects=1)
-  train = scenes.generate_split("train", 2000, **one)
-  val = scenes.generate_split("val", 200, **one)
-  test = scenes.generate_split("test", 200, **one)
+  train = generation.generate_split("train", 2000, **one)
+  val = generation.generate_split("val", 200, **one)
+  test = generation.generate_split("test", 200, **one)
   hashes = [_image_hashes(s) for s in (train, val, test)]
   assert [len(h) for h in hashes] == [2000, 200, 200]
   for a, b in itertools.combinations(hashes, 2):
@@ -89,8 +90,8 @@ def test_one_object_pool_is_reused_when_exhausted():
   # The val pool of one-object scenes at 32 px is a few hundred; asking for
   # more must repeat scenes rather than fail or leak into other buckets.
   one = dict(image_size=SIZE, min_objects=1, max_objects=1)
-  val = scenes.generate_split("val", 1500, **one)
-  train = scenes.generate_split("train", 500, **one)
+  val = generation.generate_split("val", 1500, **one)
+  train = generation.generate_split("train", 500, **one)
   assert len(_image_hashes(val)) < 1500
   assert not _image_hashes(val) & _image_hashes(train)
 
@@ -108,8 +109,8 @@ def test_compositional_split_holds_held_out_pairs(splits):
 
 def test_custom_held_out_pairs():
   held = (("yellow", "circle"),)
-  comp = scenes.generate_split("compositional", 100, image_size=SIZE, held_out_pairs=held)
-  train = scenes.generate_split("train", 300, image_size=SIZE, held_out_pairs=held)
+  comp = generation.generate_split("compositional", 100, image_size=SIZE, held_out_pairs=held)
+  train = generation.generate_split("train", 300, image_size=SIZE, held_out_pairs=held)
   assert all(("yellow", "circle") in _pairs(scene) for scene in comp.scenes)
   assert not any(("yellow", "circle") in _pairs(scene) for scene in train.scenes)
   # The default held-out pairs are ordinary training pairs here.
@@ -119,7 +120,7 @@ def test_custom_held_out_pairs():
 def test_held_out_pairs_leaving_exactly_enough_pairs():
   all_pairs = [(c, s) for c in scenes.COLORS for s in scenes.SHAPES]
   held = tuple(all_pairs[2:])
-  data = scenes.generate_split("train", 50, image_size=SIZE, max_objects=2, held_out_pairs=held)
+  data = generation.generate_split("train", 50, image_size=SIZE, max_objects=2, held_out_pairs=held)
   assert all(_pairs(scene) <= set(all_pairs[:2]) for scene in data.scenes)
 
 
@@ -139,13 +140,13 @@ def test_scene_structure(splits):
 
 
 def test_object_count_bounds():
-  data = scenes.generate_split("test", 100, image_size=SIZE, min_objects=2, max_objects=2)
+  data = generation.generate_split("test", 100, image_size=SIZE, min_objects=2, max_objects=2)
   assert {len(scene) for scene in data.scenes} == {2}
 
 
 @pytest.mark.parametrize("image_size", [32, 64, 128])
 def test_objects_stay_inside_their_cells(image_size):
-  data = scenes.generate_split("train", 300, image_size=image_size)
+  data = generation.generate_split("train", 300, image_size=image_size)
   bounds = [(k * image_size) // 3 for k in range(4)]
   for scene in data.scenes:
     for obj in scene:
@@ -156,7 +157,7 @@ def test_objects_stay_inside_their_cells(image_size):
 
 @pytest.mark.parametrize("image_size", [32, 64])
 def test_drawn_pixels_match_scene(image_size):
-  data = scenes.generate_split("train", 300, image_size=image_size)
+  data = generation.generate_split("train", 300, image_size=image_size)
 
   def packed(rgb):
     rgb = np.asarray(rgb, dtype=np.int64)
@@ -186,7 +187,7 @@ def test_drawn_pixels_match_scene(image_size):
 
 
 def test_shapes_are_distinguishable():
-  data = scenes.generate_split("train", 300, image_size=64)
+  data = generation.generate_split("train", 300, image_size=64)
   masks = {}
   for image, scene in zip(data.images, data.scenes):
     for obj in scene:
@@ -236,7 +237,7 @@ def test_diagonal_pairs_use_both_relation_kinds(splits):
 
 
 def test_captions_per_image():
-  data = scenes.generate_split("train", 20, image_size=SIZE, captions_per_image=9)
+  data = generation.generate_split("train", 20, image_size=SIZE, captions_per_image=9)
   assert all(len(c) == 9 for c in data.captions)
 
 
@@ -266,4 +267,4 @@ def test_argument_validation(kwargs, match):
   args = dict(split="train", num_examples=10, image_size=SIZE)
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
-    scenes.generate_split(args.pop("split"), args.pop("num_examples"), **args)
+    generation.generate_split(args.pop("split"), args.pop("num_examples"), **args)
