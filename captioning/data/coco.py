@@ -10,9 +10,9 @@ keys; it must have `train` and `val` (the split evaluated during training); any 
 is not used.
 """
 
-import collections
 import os
 
+from captioning.data import annotations as annotations_lib
 from captioning.data import photos
 
 
@@ -41,12 +41,12 @@ class CocoDataset(photos.PhotoDataset):
     image_root = {k: v for k, v in dict(image_root).items() if k in annotations}
     for required in ("train", "val"):
       if required not in annotations:
-        raise photos.AnnotationsError(
+        raise annotations_lib.AnnotationsError(
           f"config.data.annotations has no {required!r}: coco_json needs a file per split, "
           f"e.g. --config.data.annotations.{required}=captions_{required}2014.json"
         )
     if set(image_root) != set(annotations):
-      raise photos.AnnotationsError(
+      raise annotations_lib.AnnotationsError(
         f"config.data.image_root must name a folder for each split of config.data.annotations "
         f"({sorted(annotations)}), got {sorted(image_root)}"
       )
@@ -60,31 +60,20 @@ class CocoDataset(photos.PhotoDataset):
   def entries(self, split):
     what = f"config.data.annotations.{split}"
     path = self.annotations[split]
-    data = photos.read_json(path, what)
-    photos.require(
-      isinstance(data, dict)
-      and isinstance(data.get("images"), list)
-      and isinstance(data.get("annotations"), list),
+    data = annotations_lib.read_json(path, what)
+    annotations_lib.require(
+      isinstance(data, dict) and isinstance(data.get("images"), list),
       path,
       'expected {"images": [...], "annotations": [...]} (COCO caption annotations)',
     )
-    captions = collections.defaultdict(list)
-    for n, annotation in enumerate(data["annotations"]):
-      photos.require(
-        isinstance(annotation, dict)
-        and "image_id" in annotation
-        and isinstance(annotation.get("caption"), str),
-        path,
-        f"annotations[{n}] needs 'image_id' and a 'caption' string",
-      )
-      captions[int(annotation["image_id"])].append(annotation["caption"])
+    captions = annotations_lib.coco_captions(data, path)
     if not self.image_root[split]:
-      raise photos.AnnotationsError(
+      raise annotations_lib.AnnotationsError(
         f"config.data.image_root.{split} is empty: pass --config.data.image_root.{split}=DIR."
       )
     entries = []
     for n, image in enumerate(data["images"]):
-      photos.require(
+      annotations_lib.require(
         isinstance(image, dict) and "id" in image and "file_name" in image,
         path,
         f"images[{n}] needs 'id' and 'file_name'",

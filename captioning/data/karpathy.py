@@ -15,6 +15,7 @@ else `imgid`. `restval` (COCO's extra 30k training images) joins `train` when `u
 
 import os
 
+from captioning.data import annotations as annotations_lib
 from captioning.data import photos
 
 
@@ -43,7 +44,7 @@ class KarpathyDataset(photos.PhotoDataset):
   ):
     super().__init__(image_size=image_size, seed=seed, resize=resize, cache_dir=cache_dir)
     if not image_root:
-      raise photos.AnnotationsError(
+      raise annotations_lib.AnnotationsError(
         "config.data.image_root is empty: pass --config.data.image_root=DIR."
       )
     self.annotations = annotations
@@ -56,40 +57,14 @@ class KarpathyDataset(photos.PhotoDataset):
 
   def _read(self):
     """{split: [(image_id, path, raw captions)]}, from the annotations file, read once."""
-    data = photos.read_json(self.annotations, "config.data.annotations")
-    path = self.annotations
-    photos.require(
-      isinstance(data, dict) and isinstance(data.get("images"), list),
-      path,
-      'expected {"images": [...]} (a Karpathy-split file such as dataset_flickr8k.json)',
-    )
+    data = annotations_lib.read_json(self.annotations, "config.data.annotations")
     by_split = {}
-    for n, image in enumerate(data["images"]):
-      where = f"images[{n}]"
-      photos.require(isinstance(image, dict), path, f"{where} is not an object")
-      for key in ("filename", "split", "sentences"):
-        photos.require(key in image, path, f"{where} has no {key!r}")
-      photos.require(
-        "cocoid" in image or "imgid" in image, path, f"{where} has neither 'cocoid' nor 'imgid'"
-      )
-      sentences = image["sentences"]
-      photos.require(isinstance(sentences, list), path, f"{where}.sentences is not a list")
-      raw = []
-      for m, sentence in enumerate(sentences):
-        photos.require(
-          isinstance(sentence, dict) and isinstance(sentence.get("raw"), str),
-          path,
-          f"{where}.sentences[{m}] has no 'raw' text",
-        )
-        raw.append(sentence["raw"])
-      split = image["split"]
+    for image_id, split, file, raw in annotations_lib.karpathy_images(data, self.annotations):
       if split == "restval":
         if not self.use_restval:
           continue
         split = "train"
-      file = os.path.join(self.image_root, image.get("filepath", ""), image["filename"])
-      image_id = int(image["cocoid"] if "cocoid" in image else image["imgid"])
-      by_split.setdefault(split, []).append((image_id, file, raw))
+      by_split.setdefault(split, []).append((image_id, os.path.join(self.image_root, file), raw))
     return by_split
 
   def entries(self, split):

@@ -8,43 +8,14 @@ split with nothing usable is a clear error naming the annotations and the image 
 """
 
 import collections
-import json
 import os
 
 import numpy as np
 
+from captioning.data import annotations as annotations_lib
 from captioning.data import datasets
 from captioning.data import images
 from captioning.data import tokenizer as tokenizer_lib
-
-
-class AnnotationsError(ValueError):
-  """An annotations file that cannot be used; the message names the file and the problem."""
-
-
-def read_json(path, what):
-  """Reads an annotations file, with errors that name it.
-
-  Args:
-    path: the file.
-    what: the config key it came from, for messages (e.g. "config.data.annotations").
-  """
-  if not path:
-    raise AnnotationsError(f"{what} is empty: pass --{what}=PATH.")
-  path = os.path.expanduser(path)
-  if not os.path.isfile(path):
-    raise AnnotationsError(f"{what}: no file at {path}.")
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as error:
-    raise AnnotationsError(f"{what}: {path} is not valid JSON ({error}).") from error
-
-
-def require(condition, path, message):
-  """Raises AnnotationsError about `path` unless `condition`."""
-  if not condition:
-    raise AnnotationsError(f"{path}: {message}")
 
 
 class PhotoDataset(datasets.Dataset):
@@ -77,10 +48,12 @@ class PhotoDataset(datasets.Dataset):
     entries = self.entries(split)
     where = self.describe(split)
     if not entries:
-      raise AnnotationsError(f"{where} has no images.")
+      raise annotations_lib.AnnotationsError(f"{where} has no images.")
     twice = [i for i, n in collections.Counter(i for i, _, _ in entries).items() if n > 1]
     if twice:
-      raise AnnotationsError(f"{where} lists image ids more than once, e.g. {twice[:5]}.")
+      raise annotations_lib.AnnotationsError(
+        f"{where} lists image ids more than once, e.g. {twice[:5]}."
+      )
     skipped = {reason: [] for reason in images.SKIP_REASONS}
     usable = []
     for image_id, path, raw in entries:
@@ -100,7 +73,7 @@ class PhotoDataset(datasets.Dataset):
     if not kept:
       counts = {reason: entry["count"] for reason, entry in summary.items()}
       example = usable[0][1] if usable else entries[0][1]
-      raise AnnotationsError(
+      raise annotations_lib.AnnotationsError(
         f"{where}: none of its {len(entries)} images can be used ({counts}); is the image folder "
         f"right? e.g. {example}"
       )

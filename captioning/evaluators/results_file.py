@@ -10,25 +10,14 @@ pycocoevalcap's `COCOEvalCap` on the same files: PTB tokenizer, corpus-level sco
 image of the results scored against all of its references.
 """
 
-import collections
 import json
 import os
 
+from captioning.data import annotations
 from captioning.evaluators import coco_metrics
 
-
-class ResultsFileError(ValueError):
-  """A results or references file that cannot be scored; the message names the file."""
-
-
-def _read_json(path, what):
-  if not os.path.exists(path):
-    raise ResultsFileError(f"{what} file {path!r} does not exist.")
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ResultsFileError(f"{what} file {path!r} is not valid JSON: {e}") from None
+# A results or references file that cannot be scored; the message names the file.
+ResultsFileError = annotations.AnnotationsError
 
 
 def load_results(path):
@@ -37,33 +26,33 @@ def load_results(path):
   Raises:
     ResultsFileError: not a list of {"image_id", "caption"}, or an image id given twice.
   """
-  entries = _read_json(path, "Results")
-  if not isinstance(entries, list) or not entries:
-    raise ResultsFileError(
-      f"Results file {path!r} must hold a non-empty list of "
-      '{"image_id": ..., "caption": ...} (the COCO results format).'
-    )
-  results, seen = {}, collections.Counter()
+  entries = annotations.read_json(path, "results")
+  annotations.require(
+    isinstance(entries, list) and entries,
+    path,
+    'must hold a non-empty list of {"image_id": ..., "caption": ...} (the COCO results format)',
+  )
+  results, repeated = {}, []
   for k, entry in enumerate(entries):
-    if not isinstance(entry, dict) or "image_id" not in entry or "caption" not in entry:
-      raise ResultsFileError(
-        f"Results file {path!r}: entry {k} is {str(entry)[:80]!r}, not "
-        '{"image_id": ..., "caption": ...}.'
-      )
-    if not isinstance(entry["caption"], str):
-      raise ResultsFileError(
-        f"Results file {path!r}: entry {k} has a caption of type "
-        f"{type(entry['caption']).__name__}, not a string."
-      )
-    image_id = entry["image_id"]
-    seen[image_id] += 1
-    results[image_id] = entry["caption"]
-  repeated = [i for i, n in seen.items() if n > 1]
-  if repeated:
-    raise ResultsFileError(
-      f"Results file {path!r} gives {len(repeated)} image id(s) more than one caption, e.g. "
-      f"{repeated[:5]}; COCO results have one caption per image."
+    annotations.require(
+      isinstance(entry, dict) and "image_id" in entry and "caption" in entry,
+      path,
+      f'entry {k} is {str(entry)[:80]!r}, not {{"image_id": ..., "caption": ...}}',
     )
+    annotations.require(
+      isinstance(entry["caption"], str),
+      path,
+      f"entry {k} has a caption of type {type(entry['caption']).__name__}, not a string",
+    )
+    if entry["image_id"] in results:
+      repeated.append(entry["image_id"])
+    results[entry["image_id"]] = entry["caption"]
+  annotations.require(
+    not repeated,
+    path,
+    f"gives {len(set(repeated))} image id(s) more than one caption, e.g. {repeated[:5]}; "
+    "COCO results have one caption per image",
+  )
   return results
 
 
@@ -73,32 +62,21 @@ def load_references(path):
   Raises:
     ResultsFileError: neither format, or no captions.
   """
-  data = _read_json(path, "References")
-  references = collections.defaultdict(list)
+  data = annotations.read_json(path, "references")
   if isinstance(data, dict) and isinstance(data.get("annotations"), list):
-    for k, annotation in enumerate(data["annotations"]):
-      if not isinstance(annotation, dict) or not {"image_id", "caption"} <= set(annotation):
-        raise ResultsFileError(
-          f"References file {path!r}: annotations[{k}] lacks image_id or caption."
-        )
-      references[annotation["image_id"]].append(str(annotation["caption"]))
+    references = annotations.coco_captions(data, path)
   elif isinstance(data, dict) and isinstance(data.get("images"), list):
-    for k, image in enumerate(data["images"]):
-      key = "cocoid" if "cocoid" in image else "imgid"
-      if key not in image or not isinstance(image.get("sentences"), list):
-        raise ResultsFileError(
-          f"References file {path!r}: images[{k}] lacks an id (cocoid or imgid) or sentences."
-        )
-      references[image[key]].extend(str(s["raw"]) for s in image["sentences"])
+    references = {}
+    for image_id, _, _, raw in annotations.karpathy_images(data, path):
+      references.setdefault(image_id, []).extend(raw)
   else:
     raise ResultsFileError(
       f"References file {path!r} is neither COCO caption annotations "
       '({"annotations": [{"image_id", "caption"}]}) nor a Karpathy-split file '
       '({"images": [{"cocoid" or "imgid", "sentences"}]}).'
     )
-  if not references:
-    raise ResultsFileError(f"References file {path!r} holds no captions.")
-  return dict(references)
+  annotations.require(references, path, "holds no captions")
+  return references
 
 
 def score_results_file(

@@ -2,8 +2,8 @@
 
 import pytest
 
+from captioning.data import annotations
 from captioning.data import coco
-from captioning.data import photos
 import helpers
 
 
@@ -44,22 +44,22 @@ def test_splits_come_from_the_annotation_map_with_real_ids(fixture):
 
 def test_bad_maps_and_files_are_clear_errors(fixture, tmp_path):
   root, _, files = fixture
-  with pytest.raises(photos.AnnotationsError, match=r"annotations has no 'val'"):
+  with pytest.raises(annotations.AnnotationsError, match=r"annotations has no 'val'"):
     make(root, {"train": files["train"]})
-  with pytest.raises(photos.AnnotationsError, match="must name a folder for each split"):
+  with pytest.raises(annotations.AnnotationsError, match="must name a folder for each split"):
     coco.CocoDataset(image_size=32, seed=0, annotations=files, image_root={"train": "x"})
   bad = tmp_path / "bad.json"
   bad.write_text('{"images": [], "annotations": [{"caption": "a dog"}]}')
-  with pytest.raises(photos.AnnotationsError, match=r"annotations\[0\] needs 'image_id'"):
+  with pytest.raises(annotations.AnnotationsError, match=r"annotations\[0\] needs 'image_id'"):
     make(root, dict(files, val=str(bad))).split("val")
   bad.write_text('{"images": [{"file_name": "a.jpg"}], "annotations": []}')
-  with pytest.raises(photos.AnnotationsError, match=r"images\[0\] needs 'id' and 'file_name'"):
+  with pytest.raises(annotations.AnnotationsError, match=r"images\[0\] needs 'id' and 'file_name'"):
     make(root, dict(files, val=str(bad))).split("val")
   bad.write_text('{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": []}')
-  with pytest.raises(photos.AnnotationsError, match="none of its 1 images can be used"):
+  with pytest.raises(annotations.AnnotationsError, match="none of its 1 images can be used"):
     make(root, dict(files, val=str(bad))).split("val")
   twice = tmp_path / "twice.json"
   twice.write_text('{"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 1, "file_name": "b.jpg"}],'
                    ' "annotations": []}')  # fmt: skip
-  with pytest.raises(photos.AnnotationsError, match="image ids more than once"):
+  with pytest.raises(annotations.AnnotationsError, match="image ids more than once"):
     make(root, dict(files, val=str(twice))).split("val")

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
+from captioning.data import annotations
 from captioning.data import datasets
 from captioning.data import images
 from captioning.data import karpathy
-from captioning.data import photos
 import helpers
 
 
@@ -100,21 +100,21 @@ def test_an_unusable_annotations_file_is_a_clear_error(fixture, tmp_path, conten
   root = fixture[0]
   path = tmp_path / "bad.json"
   path.write_text(content)
-  with pytest.raises(photos.AnnotationsError, match=message) as error:
+  with pytest.raises(annotations.AnnotationsError, match=message) as error:
     make(root, str(path)).split("train")
   assert str(path) in str(error.value)
 
 
 def test_missing_files_and_folders_are_clear_errors(fixture, tmp_path):
   root, _, coco, _ = fixture
-  with pytest.raises(photos.AnnotationsError, match="no file at"):
+  with pytest.raises(annotations.AnnotationsError, match="no file at"):
     make(root, str(tmp_path / "nowhere.json")).split("train")
-  with pytest.raises(photos.AnnotationsError, match=r"config\.data\.annotations is empty"):
+  with pytest.raises(annotations.AnnotationsError, match=r"config\.data\.annotations is empty"):
     make(root, "").split("train")
-  with pytest.raises(photos.AnnotationsError, match=r"config\.data\.image_root is empty"):
+  with pytest.raises(annotations.AnnotationsError, match=r"config\.data\.image_root is empty"):
     karpathy.KarpathyDataset(image_size=32, seed=0, annotations=coco, image_root="")
   wrong_root = karpathy.KarpathyDataset(
     image_size=32, seed=0, annotations=coco, image_root=str(tmp_path), cache_dir=None
   )
-  with pytest.raises(photos.AnnotationsError, match="none of its 4 images can be used"):
+  with pytest.raises(annotations.AnnotationsError, match="none of its 4 images can be used"):
     wrong_root.split("val")

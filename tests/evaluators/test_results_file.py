@@ -99,7 +99,12 @@ def test_karpathy_references_score_like_coco_annotations(tmp_path):
   res_path, refs_path = write_files(str(tmp_path))
   karpathy = {
     "images": [
-      {"cocoid": i, "split": "test", "sentences": [{"raw": c} for c in caps]}
+      {
+        "cocoid": i,
+        "filename": f"{i}.jpg",
+        "split": "test",
+        "sentences": [{"raw": c} for c in caps],
+      }
       for i, caps in REFERENCES.items()
     ]
   }
