@@ -16,6 +16,7 @@ import numpy as np
 
 from captioning import decoding
 from captioning import experiment
+from captioning.data import datasets
 from captioning.data import images as images_lib
 
 
@@ -129,9 +130,7 @@ def caption_files(
   if beam_size:
     decode["beam_size"] = beam_size
   search = decoding.build_search(decode, model, tokenizer)
-  size = config.data.image_size
-  # Square generated datasets (shapes) have no resize setting: any mode is the identity there.
-  mode = config.data.resize if "resize" in config.data else "crop"
+  dataset = datasets.create(config.data, config.seed)  # reads nothing until a split is asked
 
   files, unmatched = expand(patterns)
   outcomes, readable = {}, []
@@ -144,9 +143,10 @@ def caption_files(
       readable.append(path)
   if attention_dir:
     os.makedirs(attention_dir, exist_ok=True)
+  user_images = dataset.image_files(readable)  # resized as the workdir's dataset resizes
   for start in range(0, len(readable), batch_size):
     paths = readable[start : start + batch_size]
-    pixels = np.stack([images_lib.load(p, size, mode).numpy() for p in paths])
+    pixels = user_images.numpy(range(start, start + len(paths)))
     out = search(pixels)
     tokens = out["tokens"].numpy()
     for k, (path, caption) in enumerate(zip(paths, tokenizer.decode_batch(tokens))):

@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 
 from captioning import registry
+from captioning.data import images
 
 # The keys of `config.data` that the generic pipeline reads; every other key of the section
 # reaches the dataset's constructor.
@@ -137,6 +138,11 @@ class Dataset:
 
   def load(self, name):
     raise NotImplementedError
+
+  def image_files(self, paths):
+    """Image files from outside the dataset (a user's photos), read as this dataset's images
+    are: an `images.FileImages` at this dataset's image size."""
+    return images.FileImages(paths, self.image_size)
 
   def curriculum_pairs(self, split, words, *, min_words, max_words):
     """Which (image, caption) pairs a curriculum's first steps train on.

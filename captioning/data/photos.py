@@ -36,6 +36,9 @@ class PhotoDataset(datasets.Dataset):
     self.resize = resize
     self.cache_dir = os.path.expanduser(cache_dir) if cache_dir else None
 
+  def image_files(self, paths):
+    return images.FileImages(paths, self.image_size, self.resize)
+
   def entries(self, split):
     """[(image_id, file path, [raw captions])] of a split, as the annotations list them."""
     raise NotImplementedError
@@ -79,7 +82,7 @@ class PhotoDataset(datasets.Dataset):
       )
     return datasets.CaptionSplit(
       split,
-      images.FileImages([path for _, path, _ in kept], self.image_size, self.resize),
+      self.image_files([path for _, path, _ in kept]),
       np.asarray([image_id for image_id, _, _ in kept], dtype=np.int64),
       [captions for _, _, captions in kept],
       skipped=summary,

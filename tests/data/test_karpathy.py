@@ -118,3 +118,15 @@ def test_missing_files_and_folders_are_clear_errors(fixture, tmp_path):
   )
   with pytest.raises(annotations.AnnotationsError, match="none of its 4 images can be used"):
     wrong_root.split("val")
+
+
+def test_files_from_outside_the_dataset_are_read_as_its_own_images(fixture, tmp_path):
+  root, _, coco, _ = fixture
+  wide = str(tmp_path / "wide.png")
+  helpers.write_image(wide, "wide")
+  for resize in ("crop", "pad"):
+    dataset = make(root, coco, resize=resize)
+    files = dataset.image_files([wide])
+    assert (files.image_size, files.mode) == (32, resize)
+    expected = images.load(wide, 32, resize).numpy()
+    np.testing.assert_array_equal(files.numpy([0])[0], expected)
