@@ -23,6 +23,7 @@ import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants
 
 from captioning import experiment
+from captioning import files
 from captioning import runtime
 from captioning.data import tokenizer as tokenizer_lib
 from captioning.data.shapes import facts
@@ -109,7 +110,7 @@ def main(argv):
   text = json.dumps(result, indent=2)
   print(text)
   if _OUTPUT.value:
-    experiment.write_text(_OUTPUT.value, text + "\n")
+    files.write_text(_OUTPUT.value, text + "\n")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from captioning import decoding
 from captioning import evaluators
 from captioning import experiment
 from captioning import features
+from captioning import files
 from captioning import summaries
 
 
@@ -85,7 +86,7 @@ def evaluate_workdir(
     "num_images": len(data),
     "skipped_images": data.skipped,
   }
-  experiment.write_json(os.path.join(out_dir, "metrics.json"), report)
+  files.write_json(os.path.join(out_dir, "metrics.json"), report)
   summaries.write_scalars(writer, step, metrics, split)
   writer.flush()
   logging.info(

@@ -19,6 +19,7 @@ import ml_collections
 import tensorflow as tf
 
 from captioning import config_checks
+from captioning import files
 from captioning import runtime
 from captioning.data import tokenizer as tokenizer_lib
 from captioning.models import captioner
@@ -38,18 +39,6 @@ def tokenizer_path(workdir):
 
 def checkpoint_dir(workdir):
   return os.path.join(workdir, "checkpoints")
-
-
-def write_text(path, text):
-  """Writes a file atomically: a reader, or a run killed mid-write, never sees half of it."""
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
-
-
-def write_json(path, payload):
-  """`write_text` of `payload` as indented JSON."""
-  write_text(path, json.dumps(payload, indent=2))
 
 
 def flatten(tree, prefix=""):
@@ -117,7 +106,7 @@ def check_workdir(config, workdir):
 def save_workdir(config, tokenizer, workdir, start_step):
   """Writes config.json and tokenizer.json, and appends this start to provenance.json."""
   os.makedirs(workdir, exist_ok=True)
-  write_text(config_path(workdir), config.to_json(indent=2, sort_keys=True))
+  files.write_text(config_path(workdir), config.to_json(indent=2, sort_keys=True))
   if not os.path.exists(tokenizer_path(workdir)):
     tokenizer.save(tokenizer_path(workdir))
   path = os.path.join(workdir, "provenance.json")
@@ -132,7 +121,7 @@ def save_workdir(config, tokenizer, workdir, start_step):
       **runtime.provenance(),
     }
   )
-  write_json(path, runs)
+  files.write_json(path, runs)
 
 
 def load_or_build_tokenizer(workdir, train_split, data_config):

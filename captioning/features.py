@@ -22,6 +22,7 @@ import tensorflow as tf
 import tqdm
 
 from captioning import experiment
+from captioning import files
 from captioning import registry
 from captioning.data import datasets
 from captioning.models import encoders
@@ -190,7 +191,7 @@ def precompute(config, output, dtype="float16", batch_size=32):
       if json.load(f) != meta:
         raise StaleCacheError(f"{output} holds a feature cache of another config; use a new "
                               "--output.")  # fmt: skip
-  experiment.write_json(meta_path, meta)
+  files.write_json(meta_path, meta)
   weights_path = os.path.join(output, _WEIGHTS)
   if os.path.exists(weights_path):  # a resumed run continues with the same weights
     backbone.network.load_weights(weights_path)
@@ -231,13 +232,11 @@ def precompute(config, output, dtype="float16", batch_size=32):
       array[done : done + len(maps)] = maps.astype(dtype)
       array.flush()
       done += len(maps)
-      experiment.write_text(progress_path, str(done))
+      files.write_text(progress_path, str(done))
       bar.update(len(maps))
     bar.close()
     del array
-    experiment.write_json(
-      index_path, {"image_ids": split.image_ids.tolist(), "skipped": split.skipped}
-    )
+    files.write_json(index_path, {"image_ids": split.image_ids.tolist(), "skipped": split.skipped})
     os.remove(progress_path)
     summary[name] = {
       "images": len(split),

@@ -10,6 +10,7 @@ import pytest
 from captioning import decoding
 from captioning import experiment
 from captioning import features
+from captioning import files
 from captioning import train
 from captioning import trainer
 import helpers
@@ -63,7 +64,7 @@ def test_an_interrupted_cache_resumes_to_the_same_result(cache, tmp_path, monkey
   os.link(os.path.join(output, "backbone.weights.h5"), os.path.join(resumed, "backbone.weights.h5"))
   config = helpers.load_config(**CONFIG)
   calls = []
-  write_text = experiment.write_text
+  write_text = files.write_text
 
   def stop_after_two_chunks(path, text):
     write_text(path, text)
@@ -71,7 +72,7 @@ def test_an_interrupted_cache_resumes_to_the_same_result(cache, tmp_path, monkey
     if len(calls) == 2:
       raise KeyboardInterrupt
 
-  monkeypatch.setattr(experiment, "write_text", stop_after_two_chunks)
+  monkeypatch.setattr(files, "write_text", stop_after_two_chunks)
   with pytest.raises(KeyboardInterrupt):
     features.precompute(config, resumed, dtype="float32", batch_size=16)
   monkeypatch.undo()

@@ -19,6 +19,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from captioning import files
+
 # Why an image was left out of an index, in the order they are checked.
 MISSING, EMPTY, TRUNCATED, UNSUPPORTED, UNDECODABLE, NO_CAPTION = (
   "missing_file",
@@ -146,9 +148,7 @@ def scan(paths, cache_dir=None, num_workers=None):
         cache[paths[i]] = [stats[i], reason]
     if cache_path:
       os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-      with open(cache_path + ".tmp", "w") as f:
-        json.dump(cache, f)
-      os.replace(cache_path + ".tmp", cache_path)
+      files.write_json(cache_path, cache, indent=None)
   return reasons
 
 

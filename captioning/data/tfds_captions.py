@@ -16,6 +16,7 @@ import os
 from absl import logging
 import numpy as np
 
+from captioning import files
 from captioning.data import photos
 
 
@@ -121,7 +122,5 @@ class TfdsDataset(photos.PhotoDataset):
                   for c in np.atleast_1d(feature(example, self.keys["captions"]))]  # fmt: skip
       entries.append((image_id, name, captions))
     index = {"tfds_split": tfds_split, "keys": self.keys, "entries": entries}
-    with open(index_path + ".tmp", "w") as f:
-      json.dump(index, f)
-    os.replace(index_path + ".tmp", index_path)
+    files.write_json(index_path, index, indent=None)
     return [(i, os.path.join(folder, name), caps) for i, name, caps in entries]

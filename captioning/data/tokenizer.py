@@ -13,6 +13,8 @@ import unicodedata
 
 import numpy as np
 
+from captioning import files
+
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIAL_TOKENS = (PAD, START, END, UNK)  # ids 0..3, in this order
 _WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
@@ -166,10 +168,7 @@ class Tokenizer:
 
   def save(self, path):
     """Writes the vocabulary as JSON (a workdir keeps it beside its checkpoints)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump({"vocabulary": self._words}, f, indent=0)
-    os.replace(tmp, path)
+    files.write_json(path, {"vocabulary": self._words}, indent=0)
 
   @classmethod
   def load(cls, path):

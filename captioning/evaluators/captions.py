@@ -1,12 +1,13 @@
 """Decoded-caption quality: the COCO caption metrics and the dataset's own caption scores."""
 
 import csv
+import io
 import os
 
 import numpy as np
 
 from captioning import decoding
-from captioning import experiment
+from captioning import files
 from captioning import summaries
 from captioning.data import pipeline
 from captioning.evaluators import base
@@ -109,7 +110,7 @@ class CaptionEvaluator(base.Evaluator):
     """captions.json in the COCO results format, [{"image_id", "caption"}], and
     captions_per_image.csv: each image's caption, whether it finished, its per-image metrics
     and the dataset's verdicts (fact accuracy on `shapes`)."""
-    experiment.write_json(
+    files.write_json(
       os.path.join(out_dir, "captions.json"),
       [{"image_id": i, "caption": c} for i, c in self.predictions.items()],
     )
@@ -118,17 +119,16 @@ class CaptionEvaluator(base.Evaluator):
     verdicts = self.split.caption_verdicts(self.predictions)
     verdict_columns = sorted({key for row in verdicts.values() for key in row})
     columns = ["image_id", "caption", "finished", *per_image, *verdict_columns]
-    path = os.path.join(out_dir, "captions_per_image.csv")
-    with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
-      writer = csv.DictWriter(f, columns)
-      writer.writeheader()
-      for k, (image_id, caption) in enumerate(self.predictions.items()):
-        row = {"image_id": image_id, "caption": caption, "finished": int(self.finished[k])}
-        for name, values in per_image.items():
-          row[name] = f"{values[position[image_id]]:.6g}"
-        row.update(verdicts.get(image_id, {}))
-        writer.writerow(row)
-    os.replace(path + ".tmp", path)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, columns)
+    writer.writeheader()
+    for k, (image_id, caption) in enumerate(self.predictions.items()):
+      row = {"image_id": image_id, "caption": caption, "finished": int(self.finished[k])}
+      for name, values in per_image.items():
+        row[name] = f"{values[position[image_id]]:.6g}"
+      row.update(verdicts.get(image_id, {}))
+      writer.writerow(row)
+    files.write_text(os.path.join(out_dir, "captions_per_image.csv"), table.getvalue())
 
   def report(self):
     return {

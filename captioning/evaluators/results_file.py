@@ -10,9 +10,9 @@ pycocoevalcap's `COCOEvalCap` on the same files: PTB tokenizer, corpus-level sco
 image of the results scored against all of its references.
 """
 
-import json
 import os
 
+from captioning import files
 from captioning.data import annotations
 from captioning.evaluators import coco_metrics
 
@@ -127,6 +127,5 @@ def score_results_file(
   if output is None:
     output = os.path.splitext(results_path)[0] + "_metrics.json"
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  with open(output, "w", encoding="utf-8") as f:
-    json.dump(report, f, indent=2)
+  files.write_json(output, report)
   return report
