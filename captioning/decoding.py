@@ -8,6 +8,7 @@ every decoder. A caption that reaches `max_length` without emitting `<end>` is r
 unfinished, never passed off as a complete caption.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from captioning import registry
@@ -65,6 +66,10 @@ class Search:
     self.beam_size = int(beam_size)
     self.start_id, self.end_id = tokenizer.start_id, tokenizer.end_id
     self.pad_id = tokenizer.pad_id
+    # [V]: the ids no search may emit, built once rather than at every step.
+    never = np.zeros([model.decoder.vocab_size], bool)
+    never[[self.pad_id, self.start_id]] = True
+    self._never_words = tf.constant(never)
     body = self._greedy if method == "greedy" else self._beam
     self._search = tf.function(body, jit_compile=jit_compile)
 
@@ -104,10 +109,7 @@ class Search:
     """log p(word) [..., V], with `<pad>` and `<start>` ruled out: they are never words (the
     scores stay the model's own log-probabilities, not renormalised)."""
     log_probs = tf.nn.log_softmax(logits, axis=-1)
-    special = tf.reduce_any(
-      tf.equal(tf.range(tf.shape(logits)[-1])[:, tf.newaxis], [self.pad_id, self.start_id]), -1
-    )  # [V]
-    return tf.where(special, tf.cast(_NEG_INF, log_probs.dtype), log_probs)
+    return tf.where(self._never_words, tf.cast(_NEG_INF, log_probs.dtype), log_probs)
 
   def _may_end_only(self, log_probs):
     """Where the last step may go: bool [..., V], only `<end>`, and only where it is likeliest

@@ -155,9 +155,10 @@ class TransformerDecoder(decoders.CaptionDecoder):
       )
     return memory
 
-  def _layer(self, i, x, memory, self_k, self_v, self_mask, training):
-    """One pre-LN layer over x [B, T, D]; returns (x, cross-attention weights [B, N, T, L])."""
-    h = self.self_norms[i](x)
+  def _layer(self, i, x, h, memory, self_k, self_v, self_mask, training):
+    """One pre-LN layer over x [B, T, D], given h = self_norms[i](x) (which the caller has
+    already computed for the keys and values); returns (x, cross-attention weights
+    [B, N, T, L])."""
     attended, _ = self.self_attention[i].attend(h, self_k, self_v, self_mask, training=training)
     x = x + self.drop(attended, training=training)
     h = self.cross_norms[i](x)
@@ -188,7 +189,7 @@ class TransformerDecoder(decoders.CaptionDecoder):
     for i in range(self.num_layers):
       h = self.self_norms[i](x)
       self_k, self_v = self.self_attention[i].keys_values(h, h)
-      x, weights = self._layer(i, x, memory, self_k, self_v, causal, training)
+      x, weights = self._layer(i, x, h, memory, self_k, self_v, causal, training)
     logits = self._project(self.final_norm(x))
     return {"logits": logits, "attention": tf.reduce_mean(weights, axis=1)}
 
@@ -218,7 +219,7 @@ class TransformerDecoder(decoders.CaptionDecoder):
       self_k = state[f"self_k{i}"] * (1 - write) + k_new * write
       self_v = state[f"self_v{i}"] * (1 - write) + v_new * write
       new_state[f"self_k{i}"], new_state[f"self_v{i}"] = self_k, self_v
-      x, weights = self._layer(i, x, memory, self_k, self_v, visible, training)
+      x, weights = self._layer(i, x, h, memory, self_k, self_v, visible, training)
     logits = self._project(self.final_norm(x))[:, 0]  # [B, V]
     return logits, new_state, {"attention": tf.reduce_mean(weights, axis=1)[:, 0]}
 
