@@ -41,15 +41,26 @@ def checkpoint_dir(workdir):
   return os.path.join(workdir, "checkpoints")
 
 
-def flatten(tree, prefix=""):
-  """{"a": {"b": 1}} -> {"a.b": 1}, for listing differences between configs."""
+def _flatten(tree, prefix=""):
+  """{"a": {"b": 1}} -> {"a.b": 1}."""
   out = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      out.update(flatten(value, f"{prefix}{key}."))
+      out.update(_flatten(value, f"{prefix}{key}."))
     else:
       out[f"{prefix}{key}"] = value
   return out
+
+
+def config_diffs(old, new, sections=None):
+  """The differences between two nested dicts of config values, one "key: old -> new" line
+  per dotted key (only keys under the top-level `sections`, when given)."""
+  old, new = _flatten(old), _flatten(new)
+  return [
+    f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+    for key in sorted(set(old) | set(new))
+    if (sections is None or key.split(".")[0] in sections) and old.get(key) != new.get(key)
+  ]
 
 
 def load_config(workdir):
@@ -89,13 +100,9 @@ def check_workdir(config, workdir):
   """
   if not os.path.exists(config_path(workdir)):
     return
-  old = flatten(json.loads(load_config(workdir).to_json()))
-  new = flatten(json.loads(config.to_json()))
-  diffs = [
-    f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
-    for key in sorted(set(old) | set(new))
-    if key.split(".")[0] in _FROZEN_SECTIONS and old.get(key) != new.get(key)
-  ]
+  diffs = config_diffs(
+    json.loads(load_config(workdir).to_json()), json.loads(config.to_json()), _FROZEN_SECTIONS
+  )
   if diffs:
     raise ValueError(
       f"Workdir {workdir} was trained with a different config; refusing to resume from it. "

@@ -39,9 +39,9 @@ def depends_on(config):
   """What a cache's contents depend on: the frozen encoder and the images it saw."""
   encoder = registry.plain(config.model.encoder)
   encoder.pop("project_dim", None)  # trained on top of the cache, not part of it
+  # The dataset's own keys (which images) and the image size; not how captions are batched.
   data = {k: v for k, v in registry.plain(config.data).items()
-          if k not in ("features", "vocab_size", "min_count", "max_caption_length",
-                       "bucket_length_multiple")}  # fmt: skip
+          if k in ("name", "image_size") or k not in datasets.PIPELINE_KEYS}  # fmt: skip
   return {"encoder": encoder, "data": data, "seed": config.seed}
 
 
@@ -146,9 +146,7 @@ def open_dataset(config):
     recorded = json.load(f)["depends_on"]
   wanted = json.loads(json.dumps(depends_on(config)))
   if recorded != wanted:
-    old, new = experiment.flatten(recorded), experiment.flatten(wanted)
-    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-             if old.get(k) != new.get(k)]  # fmt: skip
+    diffs = experiment.config_diffs(recorded, wanted)
     raise StaleCacheError(
       f"The feature cache {cache_dir} was made for another config; precompute it again or "
       f"point config.data.features elsewhere. Differences: {'; '.join(diffs)}"
