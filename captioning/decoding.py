@@ -231,6 +231,16 @@ def _keep_if(condition, old, new):
   return out
 
 
+def override(decode_config, method=None, beam_size=None):
+  """`config.decode` as a dict, with another method or beam size where they are given."""
+  decode = dict(decode_config)
+  decode["method"] = method or decode["method"]
+  decode["beam_size"] = beam_size or decode["beam_size"]
+  if decode["method"] not in METHODS:
+    raise ValueError(f"decode method must be one of {METHODS}, got {decode['method']!r}")
+  return decode
+
+
 def build_search(decode_config, model, tokenizer, jit_compile=False):
   """The search `config.decode` describes; the section reaches `Search` whole.
 

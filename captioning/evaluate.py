@@ -28,10 +28,8 @@ def output_name(split, decode_config, method=None, beam_size=None):
   Returns:
     (method, beam_size, folder name).
   """
-  method = method or decode_config.method
-  beam_size = beam_size or decode_config.beam_size
-  if method not in decoding.METHODS:
-    raise ValueError(f"decode method must be one of {decoding.METHODS}, got {method!r}")
+  decode = decoding.override(decode_config, method, beam_size)
+  method, beam_size = decode["method"], decode["beam_size"]
   if (method, beam_size) == (decode_config.method, decode_config.beam_size):
     return method, beam_size, split
   return method, beam_size, f"{split}_" + ("greedy" if method == "greedy" else f"beam{beam_size}")

@@ -121,21 +121,14 @@ def caption_files(
   Raises:
     FileNotFoundError: `workdir` holds no trained model.
   """
-  if not os.path.exists(experiment.config_path(workdir)):
-    raise FileNotFoundError(f"{workdir!r} is not a training workdir (no config.json there).")
   config, tokenizer, model, _ = experiment.restore(workdir, checkpoint)
-  decode = dict(config.decode)
-  if decode_method:
-    decode["method"] = decode_method
-  if beam_size:
-    decode["beam_size"] = beam_size
+  decode = decoding.override(config.decode, decode_method, beam_size)
   search = decoding.build_search(decode, model, tokenizer)
   dataset = datasets.create(config.data, config.seed)  # reads nothing until a split is asked
 
   files, unmatched = expand(patterns)
   outcomes, readable = {}, []
-  for path in files:
-    reason = images_lib.check_file(path)
+  for path, reason in zip(files, images_lib.scan(files)):
     if reason:
       logging.warning("Skipping %s: %s", path, reason)
       outcomes[path] = Captioned(path, error=reason)
