@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from captioning import registry
+from captioning.models import captioner
 
 METHODS = ("greedy", "beam")
 _NEG_INF = -1e9
@@ -82,7 +83,7 @@ class Search:
       and "finished" [B], False where the model never chose `<end>` within max_length words.
     """
     if isinstance(images, dict):
-      images = {k: tf.convert_to_tensor(v) for k, v in images.items() if k in ("image", "features")}
+      images = {k: tf.convert_to_tensor(v) for k, v in images.items() if k in captioner.IMAGE_KEYS}
     else:
       images = tf.convert_to_tensor(images)
     out = self._search(images)

@@ -55,8 +55,7 @@ def make_train_step(model, optimizers, loss_fn, strategy, pad_id, train_config):
     inputs, targets = batch["tokens"][:, :-1], batch["tokens"][:, 1:]  # [B, T] each
     mask = tf.not_equal(targets, pad_id)
     with tf.GradientTape() as tape:
-      images = {k: batch[k] for k in ("image", "features") if k in batch}
-      out = model({**images, "tokens": inputs}, training=True)
+      out = model({**batch, "tokens": inputs}, training=True)  # the model takes its image keys
       loss, metrics = loss_fn(targets, out, mask)
       # Gradients are summed over replicas when applied, so each replica's loss is scaled down.
       scaled = loss / num_replicas

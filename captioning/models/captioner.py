@@ -19,6 +19,9 @@ from captioning.models import decoders
 from captioning.models import encoders
 from captioning.models import neck as neck_lib
 
+# What a batch may hold an image as: pixels, or a frozen backbone's cached grid.
+IMAGE_KEYS = ("image", "features")
+
 
 @keras.saving.register_keras_serializable(package="captioning")
 class Captioner(keras.Model):
@@ -87,7 +90,7 @@ class Captioner(keras.Model):
 
   def call(self, inputs, training=False):
     """inputs: {"image" [B, S, S, 3] or "features" [B, H, W, C], "tokens" [B, T]}."""
-    images = {k: v for k, v in inputs.items() if k in ("image", "features")}
+    images = {k: v for k, v in inputs.items() if k in IMAGE_KEYS}
     return self.decoder(self.encode(images, training=training), inputs["tokens"], training=training)
 
   def get_config(self):
