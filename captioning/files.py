@@ -7,7 +7,7 @@ import os
 
 def write_text(path, text):
   """Writes `text` to `path` atomically (a temporary file beside it, then a rename)."""
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
+  with open(path + ".tmp", "w", encoding="utf-8", newline="") as f:  # text as given (CSV: \r\n)
     f.write(text)
   os.replace(path + ".tmp", path)
 
