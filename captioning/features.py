@@ -25,6 +25,7 @@ from captioning import experiment
 from captioning import files
 from captioning import registry
 from captioning.data import datasets
+from captioning.data import pipeline
 from captioning.models import encoders
 
 _META = "meta.json"
@@ -217,16 +218,10 @@ def precompute(config, output, dtype="float16", batch_size=32):
     else:
       array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
     start = time.perf_counter()
-    indices = tf.data.Dataset.range(done, len(split))
-    load = split.images.loader()
-    batches = (
-      indices.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-      .batch(batch_size)
-      .prefetch(tf.data.AUTOTUNE)
-    )
+    batches = pipeline.image_batches(split, batch_size, start=done)
     bar = tqdm.tqdm(total=len(split), initial=done, desc=f"{name} features", unit="image")
-    for images in batches:
-      maps = extract(images).numpy()
+    for batch in batches:
+      maps = extract(batch["image"]).numpy()
       array[done : done + len(maps)] = maps.astype(dtype)
       array.flush()
       done += len(maps)

@@ -207,10 +207,10 @@ class TrainStream:
     return batches.map(cut).prefetch(tf.data.AUTOTUNE)
 
 
-def _ordered(count, element, batch_size, per_batch):
-  """Elements 0..count-1 in order, mapped in parallel (a batch at a time for per-batch
+def _ordered(count, element, batch_size, per_batch, start=0):
+  """Elements start..count-1 in order, mapped in parallel (a batch at a time for per-batch
   sources) and batched; the last batch may be short."""
-  indices = tf.data.Dataset.range(count)
+  indices = tf.data.Dataset.range(start, count)
   if per_batch:
     batches = indices.batch(batch_size).map(
       element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
@@ -222,9 +222,9 @@ def _ordered(count, element, batch_size, per_batch):
   return batches.prefetch(tf.data.AUTOTUNE)
 
 
-def image_batches(split, batch_size):
+def image_batches(split, batch_size, start=0):
   """A tf.data.Dataset of {"image" (or "features"), "image_id", "index"} batches over a split,
-  in order, once."""
+  in order, once (from image `start` on)."""
   load_image = split.images.loader()
   image_ids = tf.constant(split.image_ids, tf.int64)
   return _ordered(
@@ -232,6 +232,7 @@ def image_batches(split, batch_size):
     lambda i: {split.images.key: load_image(i), "image_id": tf.gather(image_ids, i), "index": i},
     batch_size,
     split.images.per_batch,
+    start,
   )
 
 
