@@ -135,12 +135,10 @@ def validate(config):
   registry.check_section(
     decoding.Search, decode, "config.decode", provided=("model", "tokenizer", "jit_compile")
   )
-  _require(
-    decode.method in decoding.METHODS,
-    f"decode.method must be one of {decoding.METHODS}, got {decode.method!r}",
-  )
-  _require(decode.beam_size >= 1, f"decode.beam_size must be >= 1, got {decode.beam_size}")
-  _require(decode.max_length >= 1, f"decode.max_length must be >= 1, got {decode.max_length}")
+  try:
+    decoding.check_options(**decode)
+  except ValueError as error:
+    raise ValueError(f"Bad config: config.decode: {error}") from error
 
   _same_keys(config.eval, EVAL_KEYS, "config.eval")
   _require(

@@ -115,7 +115,20 @@ def get_config(arg=None):
     init_from="",  # a workdir or checkpoint to start the weights from (not optimizer or step)
   )
 
-  config.decode = dict(method="beam", beam_size=5, max_length=30)
+  # Captions in evaluation and inference (captioning/decoding.py says what each option does).
+  config.decode = dict(
+    method="beam",  # greedy | beam | sample
+    beam_size=5,
+    max_length=30,
+    n_best=1,  # beam: captions returned per image
+    length_penalty="none",  # beam: none | gnmt | average
+    length_penalty_alpha=0.6,  # the gnmt exponent
+    temperature=1.0,  # sample: 0 is greedy
+    top_k=0,  # sample: from the k likeliest words (0: all)
+    top_p=1.0,  # sample: from the likeliest words up to this probability (1: all)
+    no_repeat_ngram_size=0,  # 3: never repeat a trigram (0: off)
+    seed=0,  # sample: the draws are keyed on it
+  )
 
   config.eval = dict(
     num_examples=250,  # of the val split, during training

@@ -1,4 +1,6 @@
-"""Greedy and beam search decoding: in-graph and batched, honest about captions that never end."""
+"""Greedy search, beam search and sampling: in-graph and batched, honest about captions that
+never end, and exact on hand-built models whose probabilities are known."""
+
 
 import ml_collections
 import numpy as np
@@ -15,8 +17,10 @@ class Ids:
   start_id, end_id, pad_id = START, END, PAD
 
 
-def search(model, method="greedy", max_length=4, beam_size=1):
-  return decoding.Search(model, Ids(), method=method, max_length=max_length, beam_size=beam_size)
+def search(model, method="greedy", max_length=4, beam_size=1, **options):
+  return decoding.Search(
+    model, Ids(), method=method, max_length=max_length, beam_size=beam_size, **options
+  )
 
 
 def small_model(vocab, decoder=None, width=4):
@@ -45,7 +49,8 @@ def test_batched_decode_shapes_and_attention():
   out = search(model, max_length=6)(images)
   assert out["tokens"].shape == (3, 7)
   assert out["attention"].shape == (3, 7, 256)
-  np.testing.assert_allclose(out["attention"].numpy().sum(-1), 1.0, atol=1e-5)
+  # One distribution per emitted word; none at the last step, where the caption was cut.
+  np.testing.assert_allclose(out["attention"].numpy().sum(-1), [[1] * 6 + [0]] * 3, atol=1e-5)
 
 
 @pytest.mark.parametrize("method,beam_size", [("greedy", 1), ("beam", 3)])
@@ -135,36 +140,6 @@ def test_beam_scores_are_the_captions_log_probabilities():
     np.testing.assert_allclose(beam["attention"].numpy().sum(-1), emitted.astype(float), atol=1e-5)
 
 
-class MarkovDecoder:
-  """A stand-in decoder whose next word depends only on the previous one (no image), written to
-  the decoder contract: batch-first memory and state, step -> (logits, state, outputs)."""
-
-  max_steps = None
-
-  def __init__(self, log_transitions):
-    self.log_transitions = tf.constant(log_transitions, tf.float32)  # [V, V]
-    self.vocab_size = log_transitions.shape[0]
-
-  def prepare(self, features):
-    return {"features": features}
-
-  def initial_state(self, memory):
-    return {"steps": tf.zeros([tf.shape(memory["features"])[0]], tf.int32)}
-
-  def step(self, tokens, state, memory):
-    alpha = tf.fill([tf.shape(tokens)[0], 4], 0.25)
-    state = {"steps": state["steps"] + 1}
-    return tf.gather(self.log_transitions, tokens), state, {"attention": alpha}
-
-
-class MarkovCaptioner:
-  def __init__(self, log_transitions):
-    self.decoder = MarkovDecoder(log_transitions)
-
-  def encode(self, images, training=False):
-    return tf.zeros([tf.shape(images)[0], 4, 2])
-
-
 def test_beam_search_escapes_the_greedy_garden_path():
   # Words 4 ("a") and 5 ("b"). Greedy takes "a" (0.6), after which every word is unlikely;
   # "b" (0.4) is followed by <end> with probability 0.95.
@@ -173,7 +148,7 @@ def test_beam_search_escapes_the_greedy_garden_path():
   probs[4, [4, 5, 6, 7, END]] = 0.2
   probs[5, END], probs[5, 6] = 0.95, 0.05
   probs[6:, END] = 1.0
-  model = MarkovCaptioner(np.log(probs / probs.sum(1, keepdims=True)))
+  model = helpers.MarkovCaptioner(np.log(probs / probs.sum(1, keepdims=True)))
   images = np.zeros([2, 8, 8, 3], np.uint8)
   greedy = search(model, max_length=3)(images)
   beam = search(model, "beam", max_length=3, beam_size=2)(images)
@@ -197,8 +172,25 @@ def test_search_is_built_from_the_decode_section_and_bad_values_are_named():
     decoding.build_search(config, model, Ids())
   with pytest.raises(ValueError, match="vocabulary"):
     search(model, "beam", beam_size=7)  # 12 words
-  with pytest.raises(ValueError, match=r"config\.decode\.length_penalty is not an argument"):
-    decoding.build_search({"method": "beam", "max_length": 4, "length_penalty": 0.6}, model, Ids())
+  with pytest.raises(ValueError, match=r"config\.decode\.lenght_penalty is not an argument"):
+    decoding.build_search(
+      {"method": "beam", "max_length": 4, "lenght_penalty": "gnmt"}, model, Ids()
+    )
+  for options, message in [
+    (
+      {"method": "beam", "beam_size": 2, "n_best": 3},
+      "n_best 3 needs method 'beam' with beam_size",
+    ),
+    ({"method": "greedy", "n_best": 2}, "n_best 2 needs method 'beam'"),
+    ({"method": "beam", "length_penalty": "wu"}, "length_penalty must be one of"),
+    ({"method": "beam", "length_penalty_alpha": -1.0}, "length_penalty_alpha must be >= 0"),
+    ({"method": "sample", "temperature": -0.5}, "temperature must be >= 0"),
+    ({"method": "sample", "top_p": 0.0}, r"top_p must be in \(0, 1\]"),
+    ({"method": "sample", "top_k": 13}, "top_k 13 is more than the vocabulary's 12 words"),
+    ({"method": "sample", "no_repeat_ngram_size": 1}, "no_repeat_ngram_size must be 0"),
+  ]:
+    with pytest.raises(ValueError, match=r"Bad config: config\.decode: " + message):
+      decoding.build_search({"max_length": 4, **options}, model, Ids())
 
 
 class PrefixRecomputingDecoder:
