@@ -31,6 +31,9 @@ class Captioned:
     finished: whether the caption ended with `<end>` (False: cut at max_length).
     error: why the file was skipped, or None.
     attention_png: where its attention grid was written, or None.
+    n_best: with n_best > 1, the beam's best captions as (caption, log_prob, score, finished),
+      best first (the first is the caption above); score is what the search ranks by (log_prob
+      over the length penalty).
   """
 
   path: str
@@ -39,6 +42,7 @@ class Captioned:
   finished: bool = False
   error: str | None = None
   attention_png: str | None = None
+  n_best: list = dataclasses.field(default_factory=list)
 
 
 def expand(patterns):
@@ -100,6 +104,7 @@ def caption_files(
   checkpoint=None,
   decode_method=None,
   beam_size=None,
+  n_best=None,
   attention_dir=None,
   batch_size=16,
 ):
@@ -111,6 +116,7 @@ def caption_files(
     checkpoint: a checkpoint path; the latest if None.
     decode_method: "greedy" or "beam" instead of the workdir's `config.decode.method`.
     beam_size: instead of the workdir's `config.decode.beam_size`.
+    n_best: this many captions per image (beam search) instead of `config.decode.n_best`.
     attention_dir: if set, write `<file name>.attention.png` for each image there.
     batch_size: images decoded together.
 
@@ -122,7 +128,7 @@ def caption_files(
     FileNotFoundError: `workdir` holds no trained model.
   """
   config, tokenizer, model, _ = experiment.restore(workdir, checkpoint)
-  decode = decoding.override(config.decode, decode_method, beam_size)
+  decode = decoding.override(config.decode, decode_method, beam_size, n_best)
   search = decoding.build_search(decode, model, tokenizer)
   dataset = datasets.create(config.data, config.seed)  # reads nothing until a split is asked
 
@@ -149,6 +155,15 @@ def caption_files(
         log_prob=float(out["log_prob"][k]),
         finished=bool(out["finished"][k]),
       )
+      if decode["n_best"] > 1:
+        result.n_best = list(
+          zip(
+            tokenizer.decode_batch(out["n_best_tokens"][k].numpy()),
+            out["n_best_log_prob"][k].numpy().tolist(),
+            out["n_best_score"][k].numpy().tolist(),
+            out["n_best_finished"][k].numpy().tolist(),
+          )
+        )
       if attention_dir:
         words = caption.split() + (["<end>"] if result.finished else [])
         name = os.path.basename(path)

@@ -92,6 +92,16 @@ def test_another_decoding_than_the_workdirs_is_used(workdir, tmp_path):
     out = decoding.build_search(decode, model, tokenizer)(pixels)
     assert got[0].caption == tokenizer.decode_batch(out["tokens"].numpy())[0]
     assert got[0].log_prob == pytest.approx(float(out["log_prob"][0]), abs=1e-5)
+    assert got[0].n_best == []  # one caption unless asked for more
+  got = inference.caption_files(workdir, [str(tmp_path / "a.png")], beam_size=3, n_best=3)[0]
+  decode = dict(config.decode, method="beam", beam_size=3, n_best=3)
+  out = decoding.build_search(decode, model, tokenizer)(pixels)
+  assert [c for c, *_ in got.n_best] == tokenizer.decode_batch(out["n_best_tokens"][0].numpy())
+  assert got.n_best[0][:2] == (got.caption, pytest.approx(got.log_prob))
+  scores = [score for _, _, score, _ in got.n_best]
+  assert scores == sorted(scores, reverse=True)
+  with pytest.raises(ValueError, match="n_best 4 needs method 'beam' with beam_size >= n_best"):
+    inference.caption_files(workdir, [str(tmp_path / "a.png")], beam_size=2, n_best=4)
 
 
 def run_script(*args, cwd):
@@ -110,10 +120,14 @@ def test_caption_script_prints_captions_and_reports_skipped_files(workdir, tmp_p
   pixels = datasets.create(config.data, config.seed).split("test").images.numpy(np.arange(1))
   Image.fromarray(pixels[0]).save(tmp_path / "a.png")
   (tmp_path / "b.png").write_bytes(b"")
-  result = run_script(f"--workdir={workdir}", str(tmp_path / "a.png"), str(tmp_path / "b.png"),
+  result = run_script(f"--workdir={workdir}", "--decode_method=beam", "--beam_size=3",
+                      "--n_best=3", str(tmp_path / "a.png"), str(tmp_path / "b.png"),
                       cwd=str(tmp_path))  # fmt: skip
   assert result.returncode == 0, result.stderr[-2000:]
-  assert result.stdout.startswith(f"{tmp_path / 'a.png'}\t")
+  lines = result.stdout.splitlines()
+  assert lines[0].startswith(f"{tmp_path / 'a.png'}\t")
+  assert [line[:5] for line in lines[1:]] == ["  2.\t", "  3.\t"]  # the next best captions
+  assert "(log p " in lines[1]
   assert f"skipped {tmp_path / 'b.png'}: empty_file" in result.stderr
   result = run_script(f"--workdir={tmp_path}", str(tmp_path / "a.png"), cwd=str(tmp_path))
   assert result.returncode != 0 and "not a training workdir" in result.stderr
