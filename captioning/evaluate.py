@@ -23,7 +23,7 @@ def output_name(split, decode_config, method=None, beam_size=None):
   """The decoding a split is scored with and the results folder name it gets.
 
   The workdir's own decoding writes to eval/SPLIT; another writes to eval/SPLIT_greedy or
-  eval/SPLIT_beamK, so no result is overwritten by another decoding's.
+  eval/SPLIT_beamK (eval/SPLIT_sample), so no result is overwritten by another decoding's.
 
   Returns:
     (method, beam_size, folder name).
@@ -32,7 +32,7 @@ def output_name(split, decode_config, method=None, beam_size=None):
   method, beam_size = decode["method"], decode["beam_size"]
   if (method, beam_size) == (decode_config.method, decode_config.beam_size):
     return method, beam_size, split
-  return method, beam_size, f"{split}_" + ("greedy" if method == "greedy" else f"beam{beam_size}")
+  return method, beam_size, f"{split}_" + (f"beam{beam_size}" if method == "beam" else method)
 
 
 def evaluate_workdir(
@@ -53,7 +53,7 @@ def evaluate_workdir(
     checkpoint: a checkpoint path; the latest when None.
     num_examples: score only the first this many images (all when None).
     batch_size: decoding batch size; `config.eval.batch_size` when None.
-    decode_method: "greedy" or "beam" instead of the workdir's `config.decode.method`.
+    decode_method: a `decoding.METHODS` entry instead of the workdir's `config.decode.method`.
     beam_size: instead of the workdir's `config.decode.beam_size`.
 
   Returns:

@@ -5,7 +5,7 @@
 
 With a workdir: runs its evaluators on the split and writes DIR/eval/SPLIT/metrics.json,
 captions.json and captions_per_image.csv. With --decode_method or --beam_size other than the
-workdir's config, they go to DIR/eval/SPLIT_greedy or SPLIT_beamK.
+workdir's config, they go to DIR/eval/SPLIT_greedy, SPLIT_sample or SPLIT_beamK.
 
 With --results: scores a COCO results file against COCO caption annotations (or a Karpathy-split
 file) exactly as pycocoevalcap's COCOEvalCap does, with no model; prints the metrics and writes
