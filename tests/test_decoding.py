@@ -1,7 +1,6 @@
 """Greedy search, beam search and sampling: in-graph and batched, honest about captions that
 never end, and exact on hand-built models whose probabilities are known."""
 
-
 import ml_collections
 import numpy as np
 import pytest
