@@ -139,10 +139,17 @@ class Dataset:
   def load(self, name):
     raise NotImplementedError
 
+  @property
+  def resize_mode(self):
+    """How an image from outside the dataset is fitted to `image_size` (an
+    `images.RESIZE_MODES` entry, see `images.resize`): what `image_files` and an exported
+    model's serving signature both use."""
+    return "crop"
+
   def image_files(self, paths):
     """Image files from outside the dataset (a user's photos), read as this dataset's images
-    are: an `images.FileImages` at this dataset's image size."""
-    return images.FileImages(paths, self.image_size)
+    are: an `images.FileImages` at this dataset's image size and `resize_mode`."""
+    return images.FileImages(paths, self.image_size, self.resize_mode)
 
   def curriculum_pairs(self, split, words, *, min_words, max_words):
     """Which (image, caption) pairs a curriculum's first steps train on.

@@ -36,8 +36,9 @@ class PhotoDataset(datasets.Dataset):
     self.resize = resize
     self.cache_dir = os.path.expanduser(cache_dir) if cache_dir else None
 
-  def image_files(self, paths):
-    return images.FileImages(paths, self.image_size, self.resize)
+  @property
+  def resize_mode(self):
+    return self.resize
 
   def entries(self, split):
     """[(image_id, file path, [raw captions])] of a split, as the annotations list them."""

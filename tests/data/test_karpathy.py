@@ -127,6 +127,7 @@ def test_files_from_outside_the_dataset_are_read_as_its_own_images(fixture, tmp_
   for resize in ("crop", "pad"):
     dataset = make(root, coco, resize=resize)
     files = dataset.image_files([wide])
+    assert dataset.resize_mode == resize  # what an export resizes by too
     assert (files.image_size, files.mode) == (32, resize)
     expected = images.load(wide, 32, resize).numpy()
     np.testing.assert_array_equal(files.numpy([0])[0], expected)
