@@ -6,7 +6,7 @@ WORKDIR ?= workdirs/shapes_sat
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: install train evaluate lint format test test-fast tensorboard benchmark clean
+.PHONY: install train evaluate lint format test test-fast tensorboard benchmark bench-decode clean
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,11 @@ tensorboard: install
 
 benchmark: install
 	$(BIN)/python benchmarks/train_throughput.py --config=$(CONFIG)
+
+# Captions/sec of the batched search beside a per-image Python loop, on the same weights (fresh
+# ones of CONFIG; ARGS="--workdir=DIR" for a trained model's). Writes benchmarks/results/decode_*.
+bench-decode: install
+	$(BIN)/python benchmarks/decode.py --config=$(CONFIG) $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

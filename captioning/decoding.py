@@ -379,10 +379,10 @@ class Search:
       # The decoder contract: every state tensor is batch-first, so one gather reorders it.
       state = tf.nest.map_structure(lambda s, i=source: tf.gather(s, i), new_state)
       word = tf.reshape(tf.gather(token, pick, batch_dims=1), [-1])
-      # Done when every image's pool is full of captions no live hypothesis can catch up with
-      # (log-probabilities only fall, and the penalty only grows with length).
+      # Done when every image has n_best finished captions that no live hypothesis can catch
+      # up with (log-probabilities only fall, and the penalty only grows with length).
       reachable = tf.reduce_max(alive_score, axis=1) / best_possible
-      if tf.reduce_all(fin_score[:, k - 1] >= reachable):
+      if tf.reduce_all(fin_score[:, self.n_best - 1] >= reachable):
         break
 
     # The n best of the finished pool and the hypotheses cut at max_length words; on ties the
