@@ -81,6 +81,8 @@ class ShowAttendTellDecoder(CaptionDecoder):
   probability (the state then starts from the init layers' biases). The mean alone names every
   object but not where it is; without this the decoder learns to describe objects from it and
   barely uses attention, so it never learns where things are, which spatial relations need.
+  The keep/drop draw comes from the layer's own `seed_generator`, like every Keras dropout, so
+  `randomness.rekey` keys it on (seed, step) with the rest of the model's draws.
   With `attention_coverage`, the state also carries the attention each location has received so
   far, and the attention scores see it (see `layers.AdditiveAttention`).
 
@@ -157,6 +159,9 @@ class ShowAttendTellDecoder(CaptionDecoder):
     self.out_h = keras.layers.Dense(embed_dim, name="out_h", dtype=policy)
     self.out_z = keras.layers.Dense(embed_dim, use_bias=False, name="out_z", dtype=policy)
     self.out_dropout = keras.layers.Dropout(dropout, dtype=policy)
+    # The initial-state dropout's own generator: a model's draws come only from generators its
+    # layers own, which `randomness.rekey` sets at every training step (no global RNG state).
+    self.seed_generator = keras.random.SeedGenerator() if init_dropout else None
     bias_init = (
       "zeros"
       if output_bias is None
@@ -199,7 +204,8 @@ class ShowAttendTellDecoder(CaptionDecoder):
       )  # [B, 3C]
     if self.init_dropout and training:
       # One keep/drop decision per example: the whole mean goes, not scattered channels.
-      keep = tf.cast(tf.random.uniform([tf.shape(mean)[0], 1]) >= self.init_dropout, mean.dtype)
+      draw = keras.random.uniform([tf.shape(mean)[0], 1], seed=self.seed_generator)  # [B, 1]
+      keep = tf.cast(draw >= self.init_dropout, mean.dtype)
       mean = mean * keep
     state = {"h": self.init_h(mean), "c": self.init_c(mean)}
     if self.attention_coverage:
