@@ -7,6 +7,7 @@ the constructors check themselves fail when the model is built, still before the
 written.
 """
 
+from captioning import checkpoints
 from captioning import decoding
 from captioning import evaluators
 from captioning import losses
@@ -26,10 +27,15 @@ TRAIN_KEYS = (
   "end_learning_rate_factor",
   "weight_decay",
   "grad_clip_norm",
+  "grad_accumulation_steps",
+  "max_consecutive_skips",
   "log_every",
   "eval_every",
   "checkpoint_every",
   "max_checkpoints",
+  "best_metric",
+  "best_mode",
+  "profile_steps",
   "strategy",
   "mixed_precision",
   "jit_compile",
@@ -39,12 +45,32 @@ TRAIN_KEYS = (
 FINE_TUNE_KEYS = ("layers", "start_step", "learning_rate")
 EVAL_KEYS = ("num_examples", "batch_size", "evaluators")
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
-PRECISIONS = (None, "mixed_bfloat16")
+PRECISIONS = (None, "mixed_bfloat16", "mixed_float16")
 
 
 def _require(condition, message):
   if not condition:
     raise ValueError(f"Bad config: {message}")
+
+
+def profile_steps(value):
+  """Parses `train.profile_steps`: None for "", else (START, STOP), two ints 0 <= START < STOP.
+
+  Raises:
+    ValueError: any other value.
+  """
+  if value == "":
+    return None
+  parts = value.split(",") if isinstance(value, str) else []
+  try:
+    start, stop = (int(p) for p in parts)
+  except ValueError:
+    start, stop = -1, -1  # the message below
+  _require(
+    0 <= start < stop,
+    f"train.profile_steps must be 'START,STOP' with 0 <= START < STOP ('' for none), got {value!r}",
+  )
+  return start, stop
 
 
 def _same_keys(section, expected, where):
@@ -95,6 +121,20 @@ def validate(config):
   _require(
     train.max_checkpoints >= 1, f"train.max_checkpoints must be >= 1, got {train.max_checkpoints}"
   )
+  _require(
+    train.best_mode in checkpoints.BEST_MODES,
+    f"train.best_mode must be one of {checkpoints.BEST_MODES}, got {train.best_mode!r}",
+  )
+  _require(
+    isinstance(train.best_metric, str),
+    f"train.best_metric must be a metric's name ('' for none), got {train.best_metric!r}",
+  )
+  _require(
+    not train.best_metric or config.eval.evaluators,
+    f"train.best_metric {train.best_metric!r} needs an evaluator that reports it, and "
+    "config.eval.evaluators is empty (train.best_metric='' keeps no best checkpoint)",
+  )
+  profile_steps(train.profile_steps)
   _require(train.learning_rate > 0, f"train.learning_rate must be > 0, got {train.learning_rate}")
   _require(train.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {train.warmup_steps}")
   _require(
@@ -104,6 +144,13 @@ def validate(config):
   _require(train.weight_decay >= 0, f"train.weight_decay must be >= 0, got {train.weight_decay}")
   _require(
     train.grad_clip_norm > 0, f"train.grad_clip_norm must be > 0, got {train.grad_clip_norm}"
+  )
+  for key in ("grad_accumulation_steps", "max_consecutive_skips"):
+    _require(train[key] >= 1, f"train.{key} must be >= 1, got {train[key]}")
+  _require(
+    train.batch_size % train.grad_accumulation_steps == 0,
+    f"train.batch_size {train.batch_size} must be a multiple of train.grad_accumulation_steps "
+    f"{train.grad_accumulation_steps}",
   )
   _same_keys(train.fine_tune, FINE_TUNE_KEYS, "config.train.fine_tune")
   for key in ("layers", "start_step"):
@@ -128,8 +175,7 @@ def validate(config):
   )
   _require(
     train.mixed_precision in PRECISIONS,
-    f"train.mixed_precision must be one of {PRECISIONS}, got {train.mixed_precision!r} "
-    "(float16 needs loss scaling, which this trainer does not do yet)",
+    f"train.mixed_precision must be one of {PRECISIONS}, got {train.mixed_precision!r}",
   )
 
   registry.check_section(

@@ -5,6 +5,7 @@ Layout:
   WORKDIR/tokenizer.json     the vocabulary
   WORKDIR/provenance.json    per (re)start of training: code revision, versions, process settings
   WORKDIR/checkpoints/       tf.train.CheckpointManager files (model, optimizer, step)
+  WORKDIR/checkpoints/best/  the best evaluation's checkpoint and best.json (train.best_metric)
   WORKDIR/tensorboard/       train and eval summary writers
   WORKDIR/model.keras        the final model, loadable with keras.saving.load_model
   WORKDIR/eval/SPLIT/        the result files of `scripts/evaluate.py`
@@ -41,6 +42,10 @@ def checkpoint_dir(workdir):
   return os.path.join(workdir, "checkpoints")
 
 
+def best_checkpoint_dir(workdir):
+  return os.path.join(checkpoint_dir(workdir), "best")
+
+
 def _flatten(tree, prefix=""):
   """{"a": {"b": 1}} -> {"a.b": 1}."""
   out = {}
@@ -63,6 +68,19 @@ def config_diffs(old, new, sections=None):
   ]
 
 
+# Config keys added after the current layout, with the value that keeps an older workdir's
+# behaviour, so its config still reads (evaluation, captioning, export and resume).
+ADDED_KEYS = {
+  "train": {
+    "grad_accumulation_steps": 1,
+    "max_consecutive_skips": 5,
+    "best_metric": "",
+    "best_mode": "max",
+    "profile_steps": "",
+  },
+}
+
+
 def load_config(workdir):
   """Reads the config a workdir was trained with, as a locked ConfigDict.
 
@@ -78,7 +96,11 @@ def load_config(workdir):
       "(train with scripts/train.py --workdir=... first)."
     )
   with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    values = json.load(f)
+  for section, keys in ADDED_KEYS.items():  # what a workdir older than these keys trained with
+    for key, value in keys.items():
+      values.get(section, {}).setdefault(key, value)
+  config = ml_collections.ConfigDict(values)
   config.lock()
   try:
     config_checks.validate(config)
@@ -176,7 +198,8 @@ def build_optimizers(config, model):
   """The optimizers of a run, each built over the variables it trains: {name: (optimizer,
   variables)}.
 
-  "optimizer" trains the captioner (everything but a pretrained backbone). With
+  "optimizer" trains the captioner (everything but a pretrained backbone); under
+  mixed_float16 it is a `keras.optimizers.LossScaleOptimizer` (dynamic loss scaling). With
   `config.train.fine_tune.layers` > 0, "backbone_optimizer" (AdamW at `fine_tune.learning_rate`,
   constant) trains the backbone's top layers from `fine_tune.start_step` on. Both are built over
   their variables from step 0, so a checkpoint has the same structure before and after the
@@ -193,7 +216,10 @@ def build_optimizers(config, model):
     tuned = model.encoder.fine_tune_variables(fine_tune.layers)
   tuned_ids = {id(v) for v in tuned}
   head = [v for v in model.trainable_variables if id(v) not in tuned_ids]
-  optimizers = {"optimizer": (build_optimizer(config.train), head)}
+  optimizer = build_optimizer(config.train)
+  if config.train.mixed_precision == "mixed_float16":  # float16 gradients need loss scaling
+    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+  optimizers = {"optimizer": (optimizer, head)}
   if tuned:
     backbone = keras.optimizers.AdamW(
       fine_tune.learning_rate, weight_decay=config.train.weight_decay

@@ -15,6 +15,13 @@ def masked_cross_entropy(targets, logits, mask, label_smoothing=0.0):
   Returns:
     (mean loss, number of unmasked tokens) as float32 scalars.
   """
+  total, count = masked_cross_entropy_sum(targets, logits, mask, label_smoothing)
+  return total / tf.maximum(count, 1.0), count
+
+
+def masked_cross_entropy_sum(targets, logits, mask, label_smoothing=0.0):
+  """(summed token cross-entropy over the unmasked targets, their number); see
+  `masked_cross_entropy`."""
   logits = tf.cast(logits, tf.float32)
   vocab = tf.shape(logits)[-1]
   if label_smoothing:
@@ -24,8 +31,7 @@ def masked_cross_entropy(targets, logits, mask, label_smoothing=0.0):
   else:
     per_token = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)  # [B, T]
   weights = tf.cast(mask, tf.float32)
-  count = tf.reduce_sum(weights)
-  return tf.reduce_sum(per_token * weights) / tf.maximum(count, 1.0), count
+  return tf.reduce_sum(per_token * weights), tf.reduce_sum(weights)
 
 
 def doubly_stochastic_penalty(attention, mask):
@@ -46,11 +52,16 @@ def doubly_stochastic_penalty(attention, mask):
   return tf.reduce_mean(tf.square(1.0 - per_location))
 
 
+def correct_tokens(targets, logits, mask):
+  """How many unmasked targets the teacher-forced argmax predicts (float32 scalar)."""
+  hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=targets.dtype), targets), tf.float32)
+  return tf.reduce_sum(hits * tf.cast(mask, tf.float32))
+
+
 def token_accuracy(targets, logits, mask):
   """Share of unmasked targets that the teacher-forced argmax predicts (not a caption metric)."""
-  hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=targets.dtype), targets), tf.float32)
-  weights = tf.cast(mask, tf.float32)
-  return tf.reduce_sum(hits * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+  count = tf.reduce_sum(tf.cast(mask, tf.float32))
+  return correct_tokens(targets, logits, mask) / tf.maximum(count, 1.0)
 
 
 class CaptionLoss:
@@ -78,7 +89,28 @@ class CaptionLoss:
     Returns:
       (the loss to minimise, a dict of its named parts as float32 scalars).
     """
-    ce, _ = masked_cross_entropy(targets, outputs["logits"], mask, self.label_smoothing)
+    sums = self.sums(targets, outputs, mask)
+    return self.from_sums(sums, sums["tokens"], sums["examples"])
+
+  def sums(self, targets, outputs, mask):
+    """The loss's parts summed over a batch, and what they are averaged over: a dict of float32
+    scalars "cross_entropy" (over tokens), "attention_penalty" (over images), "tokens",
+    "examples". Sums of several batches (micro-batches, replicas) add up."""
+    ce, tokens = masked_cross_entropy_sum(targets, outputs["logits"], mask, self.label_smoothing)
     penalty = doubly_stochastic_penalty(outputs["attention"], mask)
+    examples = tf.cast(tf.shape(targets)[0], tf.float32)
+    return {
+      "cross_entropy": ce,
+      "attention_penalty": penalty * examples,
+      "tokens": tokens,
+      "examples": examples,
+    }
+
+  def from_sums(self, sums, tokens, examples):
+    """(loss, its named parts) from `sums`, averaged over `tokens` and `examples` (those of
+    the whole global batch when `sums` are one part's, so that the parts' losses add up to
+    the global batch's loss and every token weighs the same)."""
+    ce = sums["cross_entropy"] / tf.maximum(tokens, 1.0)
+    penalty = sums["attention_penalty"] / tf.maximum(examples, 1.0)
     loss = ce + self.doubly_stochastic_weight * penalty
     return loss, {"loss": loss, "cross_entropy": ce, "attention_penalty": penalty}

@@ -3,7 +3,9 @@
 The run (model, optimizer, checkpoint, data stream, train step) is built by
 `trainer.TrainingRun.create`; this module loops over it, logging to separate train and eval
 TensorBoard writers, running the evaluators of `config.eval.evaluators` every
-`config.train.eval_every` steps, and checkpointing with the run's `tf.train.CheckpointManager`.
+`config.train.eval_every` steps, and checkpointing with the run's `tf.train.CheckpointManager`,
+beside the best evaluation's checkpoint (`checkpoints.BestCheckpoint`). SIGTERM and SIGINT stop
+it after the step in flight with a checkpoint (`checkpoints.StopSignals`).
 """
 
 import os
@@ -13,6 +15,9 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from captioning import checkpoints
+from captioning import config_checks
+from captioning import experiment
 from captioning import summaries
 from captioning import trainer
 
@@ -32,11 +37,82 @@ def _evaluate(step, model, evals, writer):
   return metrics
 
 
+# Counted over a logging window, not averaged: updates skipped for a non-finite loss or gradient
+# (train.max_consecutive_skips in a row stop training) and float16 loss-scale overflows.
+_COUNTS = ("skipped_nonfinite", "loss_scale_overflow")
+
+
+def _window_means(history):
+  """The logged values of a window of steps' metrics: means over the steps whose update was
+  applied (a skipped step's loss is not a number), counts of skips and overflows."""
+  applied = [
+    h for h in history if not (float(h["skipped_nonfinite"]) or float(h["loss_scale_overflow"]))
+  ]
+  values = {k: float(np.sum([h[k] for h in history])) for k in _COUNTS}
+  for k in history[0]:
+    if k not in _COUNTS:
+      values[k] = float(np.mean([h[k] for h in applied])) if applied else float("nan")
+  return values
+
+
+def _save(manager, step):
+  """Saves a checkpoint of `step` unless the latest one is of it; returns the checkpoint's path."""
+  latest = manager.latest_checkpoint
+  if latest is None or not latest.endswith(f"-{step}"):
+    return manager.save(checkpoint_number=step, check_interval=False)
+  return latest
+
+
+def _best_checkpoint(run):
+  """The run's `checkpoints.BestCheckpoint`, or None when `train.best_metric` is ""."""
+  train_config = run.config.train
+  if not train_config.best_metric:
+    return None
+  return checkpoints.BestCheckpoint(
+    experiment.training_checkpoint(run.model, run.optimizers, run.step),
+    experiment.best_checkpoint_dir(run.workdir),
+    train_config.best_metric,
+    train_config.best_mode,
+  )
+
+
+class _Profiler:
+  """A TensorBoard profiler trace of the steps that take the step counter from START to STOP
+  (`train.profile_steps`), written under `logdir`/plugins/profile/, where TensorBoard's Profile
+  tab finds it."""
+
+  def __init__(self, steps, logdir):
+    self.steps, self.logdir, self.active = steps, logdir, False
+
+  def before_step(self, step):
+    if self.steps and not self.active and self.steps[0] <= step < self.steps[1]:
+      tf.profiler.experimental.start(self.logdir)
+      self.active = True
+
+  def after_step(self, step):
+    if self.active and step >= self.steps[1]:
+      self.stop()
+
+  def stop(self):
+    if self.active:
+      tf.profiler.experimental.stop()
+      self.active = False
+      logging.info("Wrote a profiler trace to %s", os.path.join(self.logdir, "plugins", "profile"))
+
+
 def train_and_evaluate(config, workdir):
   """Trains the captioner a config describes, evaluating and checkpointing into `workdir`.
 
   Rerunning the same command resumes from the latest checkpoint in `workdir`; the data stream
-  resumes at the same batch.
+  resumes at the same batch. A process killed at any moment resumes from its last complete
+  checkpoint (`checkpoints` says why). With `train.best_metric`, the best evaluation's
+  checkpoint is kept in WORKDIR/checkpoints/best/.
+
+  SIGTERM or SIGINT (Ctrl-C) in the main thread stops training after the step in flight: a
+  checkpoint of that step is saved (an evaluation due at it is skipped) and
+  `checkpoints.TrainingInterruptedError` is raised. A second signal meets the previous handlers
+  (SIGTERM ends the process at once, Ctrl-C raises KeyboardInterrupt), which are also restored
+  on return.
 
   Args:
     config: a ConfigDict with the sections of `configs/shapes_sat.py`.
@@ -44,12 +120,16 @@ def train_and_evaluate(config, workdir):
 
   Returns:
     The last evaluation's metrics (a dict of floats; empty if no evaluator ran).
+
+  Raises:
+    checkpoints.TrainingInterruptedError: a signal stopped training (`exit_code`: 128 + it).
   """
   run = trainer.TrainingRun.create(config, workdir)
   model, step, manager, train_config = run.model, run.step, run.manager, config.train
   if manager.latest_checkpoint:
     logging.info("Resumed from %s at step %d", manager.latest_checkpoint, int(step))
   evals = run.evaluators
+  best = _best_checkpoint(run)
   logging.info(
     "train: %d images, %s: %d images, vocabulary: %d words",
     len(run.train_split),
@@ -58,49 +138,55 @@ def train_and_evaluate(config, workdir):
     run.tokenizer.vocab_size,
   )
   batches = run.batches()
-  train_writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "train"))
+  train_dir = os.path.join(workdir, "tensorboard", "train")
+  train_writer = tf.summary.create_file_writer(train_dir)
   eval_writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "eval"))
   if int(step) == 0:
     summaries.write_config(train_writer, config)
     summaries.write_skipped(train_writer, (run.train_split, run.eval_split))
+  profiler = _Profiler(config_checks.profile_steps(train_config.profile_steps), train_dir)
 
   history, last_eval = [], {}
   last_time, last_step = time.time(), int(step)
-  try:
-    while int(step) < train_config.num_steps:
-      metrics = run.run_step(next(batches))
-      step.assign_add(1)
-      current = int(step)
-      history.append(metrics)
-      if current % train_config.log_every == 0 or current == train_config.num_steps:
-        means = {k: float(np.mean([h[k] for h in history])) for k in history[0]}
-        if not np.isfinite(means["loss"]):
-          raise FloatingPointError(
-            f"Training loss is {means['loss']} at step {current}; stopping without saving. "
-            f"The last good checkpoint is {manager.latest_checkpoint}. Try a lower "
-            "config.train.learning_rate or config.train.grad_clip_norm."
+  with checkpoints.StopSignals() as stop:
+    try:
+      while int(step) < train_config.num_steps and stop.signum is None:
+        profiler.before_step(int(step))
+        with tf.profiler.experimental.Trace("train", step_num=int(step) + 1, _r=1):
+          metrics = run.run_step(next(batches))
+        step.assign_add(1)
+        current = int(step)
+        profiler.after_step(current)
+        history.append(metrics)
+        if current % train_config.log_every == 0 or current == train_config.num_steps:
+          means = _window_means(history)
+          elapsed = time.time() - last_time
+          means["perplexity"] = float(np.exp(min(means["cross_entropy"], 50.0)))
+          means["learning_rate"] = float(run.optimizer.learning_rate)
+          means["steps_per_sec"] = (current - last_step) / elapsed
+          means["examples_per_sec"] = means["steps_per_sec"] * train_config.batch_size
+          summaries.write_scalars(train_writer, current, means, "train")
+          logging.info(
+            "step %d: %s", current, ", ".join(f"{k}={v:.4g}" for k, v in sorted(means.items()))
           )
-        elapsed = time.time() - last_time
-        means["perplexity"] = float(np.exp(min(means["cross_entropy"], 50.0)))
-        means["learning_rate"] = float(run.optimizer.learning_rate)
-        means["steps_per_sec"] = (current - last_step) / elapsed
-        means["examples_per_sec"] = means["steps_per_sec"] * train_config.batch_size
-        summaries.write_scalars(train_writer, current, means, "train")
-        logging.info(
-          "step %d: %s", current, ", ".join(f"{k}={v:.4g}" for k, v in sorted(means.items()))
+          history, last_time, last_step = [], time.time(), current
+        if stop.signum is not None and current < train_config.num_steps:
+          break  # no evaluation: a pre-emption's grace period is short
+        evaluate_now = evals and (
+          current % train_config.eval_every == 0 or current == train_config.num_steps
         )
-        history, last_time, last_step = [], time.time(), current
-      if evals and (current % train_config.eval_every == 0 or current == train_config.num_steps):
-        last_eval = _evaluate(current, model, evals, eval_writer)
-        last_time = time.time()  # evaluation time does not count against steps/sec
-      if current % train_config.checkpoint_every == 0:
-        manager.save(checkpoint_number=current, check_interval=False)
-  except KeyboardInterrupt:
-    logging.warning("Interrupted: saving a checkpoint at step %d before exiting.", int(step))
-    manager.save(checkpoint_number=int(step), check_interval=False)
-    raise
-  if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{int(step)}"):
-    manager.save(checkpoint_number=int(step), check_interval=False)
+        if evaluate_now:
+          last_eval = _evaluate(current, model, evals, eval_writer)
+          last_time = time.time()  # evaluation time does not count against steps/sec
+        if current % train_config.checkpoint_every == 0:
+          manager.save(checkpoint_number=current, check_interval=False)
+        if evaluate_now and best:
+          best.update(current, last_eval)
+    finally:
+      profiler.stop()
+      train_writer.flush()
+    if stop.signum is not None and int(step) < train_config.num_steps:
+      raise checkpoints.TrainingInterruptedError(stop.signum, int(step), _save(manager, int(step)))
+  _save(manager, int(step))
   model.save(os.path.join(workdir, "model.keras"))
-  train_writer.flush()
   return last_eval

@@ -8,6 +8,7 @@ existing workdir as it was.
 
 import dataclasses
 
+from absl import logging
 import keras
 import tensorflow as tf
 
@@ -17,6 +18,7 @@ from captioning import experiment
 from captioning import features
 from captioning import losses
 from captioning import registry
+from captioning import train_step as train_step_lib
 from captioning.data import datasets
 from captioning.data import pipeline
 
@@ -32,71 +34,6 @@ def create_strategy(name):
   raise ValueError(
     f"Unknown config.train.strategy {name!r}; expected default | mirrored | multi_worker_mirrored"
   )
-
-
-def make_train_step(model, optimizers, loss_fn, strategy, pad_id, train_config):
-  """Builds the distributed train step: (batch dict, tune_backbone) -> dict of scalar metrics.
-
-  Args:
-    model: the Captioner.
-    optimizers: `experiment.build_optimizers`' result, {name: (optimizer, variables)}.
-    loss_fn: a `losses.CaptionLoss`.
-    strategy: the tf.distribute strategy the model was built under.
-    pad_id: the tokenizer's padding id.
-    train_config: the `train` section (grad_clip_norm, jit_compile).
-
-  Returns:
-    `train_step(batch, tune_backbone=False)`: with `tune_backbone` (a Python bool: one trace
-    each), the backbone optimizer's variables get gradients and updates too.
-  """
-  num_replicas = strategy.num_replicas_in_sync
-
-  def loss_and_grads(batch, variables):
-    inputs, targets = batch["tokens"][:, :-1], batch["tokens"][:, 1:]  # [B, T] each
-    mask = tf.not_equal(targets, pad_id)
-    with tf.GradientTape() as tape:
-      out = model({**batch, "tokens": inputs}, training=True)  # the model takes its image keys
-      loss, metrics = loss_fn(targets, out, mask)
-      # Gradients are summed over replicas when applied, so each replica's loss is scaled down.
-      scaled = loss / num_replicas
-    grads = tape.gradient(scaled, variables)
-    grads, grad_norm = tf.clip_by_global_norm(grads, train_config.grad_clip_norm)
-    metrics["grad_norm"] = grad_norm
-    metrics["teacher_forced_token_accuracy"] = losses.token_accuracy(targets, out["logits"], mask)
-    if "gate" in out:  # decoders with a gating scalar report its mean
-      metrics["mean_gate"] = tf.reduce_mean(tf.boolean_mask(tf.cast(out["gate"], tf.float32), mask))
-    return grads, metrics
-
-  def phase(tune_backbone):
-    """(the optimizers that step, the loss-and-gradients function over their variables)."""
-    active = [
-      (optimizer, variables)
-      for name, (optimizer, variables) in optimizers.items()
-      if tune_backbone or name != "backbone_optimizer"
-    ]
-    variables = [v for _, group in active for v in group]
-    compiled = tf.function(
-      lambda batch: loss_and_grads(batch, variables), jit_compile=bool(train_config.jit_compile)
-    )
-    return active, compiled
-
-  phases = {False: phase(False), True: phase(True)}
-
-  def replica_step(batch, tune_backbone):
-    active, compiled = phases[tune_backbone]
-    grads, metrics = compiled(batch)
-    start = 0
-    for optimizer, variables in active:
-      optimizer.apply_gradients(zip(grads[start : start + len(variables)], variables))
-      start += len(variables)
-    return metrics
-
-  @tf.function
-  def train_step(batch, tune_backbone=False):
-    per_replica = strategy.run(replica_step, args=(batch, tune_backbone))
-    return {k: strategy.reduce("MEAN", v, axis=None) for k, v in per_replica.items()}
-
-  return train_step
 
 
 @dataclasses.dataclass
@@ -118,6 +55,8 @@ class TrainingRun:
     train_step: the compiled distributed step, batch dict -> dict of scalars.
     eval_split: the first `config.eval.num_examples` images of the dataset's evaluation split.
     evaluators: {name: evaluator} of `config.eval.evaluators`, built on `eval_split`.
+    consecutive_skips: updates skipped in a row so far (non-finite loss or gradient).
+    compilations: traces of the train step so far (XLA compilations with jit_compile).
   """
 
   config: object
@@ -134,6 +73,8 @@ class TrainingRun:
   train_step: object
   eval_split: datasets.CaptionSplit
   evaluators: dict
+  consecutive_skips: int = 0
+  compilations: int = 0
 
   @classmethod
   def create(cls, config, workdir):
@@ -166,6 +107,13 @@ class TrainingRun:
     )
 
     strategy = create_strategy(config.train.strategy)
+    parts = strategy.num_replicas_in_sync * config.train.grad_accumulation_steps
+    if config.train.batch_size % parts:
+      raise ValueError(
+        f"Bad config: train.batch_size {config.train.batch_size} (the global batch) must be a "
+        f"multiple of {strategy.num_replicas_in_sync} replicas x "
+        f"train.grad_accumulation_steps {config.train.grad_accumulation_steps}"
+      )
     with strategy.scope():
       prior = tokenizer.word_counts_prior(c for caps in train_split.captions for c in caps)
       model = experiment.build_model(config, tokenizer.vocab_size, output_bias=prior)
@@ -187,8 +135,8 @@ class TrainingRun:
       experiment.init_weights_from(model, config.train.init_from)
     # Everything is built: only now is the workdir written.
     experiment.save_workdir(config, tokenizer, workdir, int(step))
-    train_step = make_train_step(
-      model, optimizers, loss_fn, strategy, tokenizer.pad_id, config.train
+    train_step = train_step_lib.make_train_step(
+      model, optimizers, loss_fn, strategy, tokenizer.pad_id, config.train, config.seed, step
     )
     return cls(
       config=config,
@@ -219,9 +167,50 @@ class TrainingRun:
     )
 
   def run_step(self, batch):
-    """One train step at the current step counter: dict of scalar metrics."""
-    return self.train_step(batch, self.tune_backbone(int(self.step)))
+    """One train step at the current step counter: dict of scalar metrics.
+
+    Raises:
+      FloatingPointError: `config.train.max_consecutive_skips` updates in a row were skipped
+        for a non-finite loss or gradient (the weights are those of the last good update).
+    """
+    metrics = self.train_step(batch, self.tune_backbone(int(self.step)))
+    compilations = self.train_step.compilations()
+    if compilations != self.compilations:
+      logging.info(
+        "step %d: train step traced%s for a new batch shape (%d so far; one per caption-length "
+        "bucket)",
+        int(self.step),
+        " and compiled with XLA" if self.config.train.jit_compile else "",
+        compilations,
+      )
+      self.compilations = compilations
+    if float(metrics["skipped_nonfinite"]):
+      self.consecutive_skips += 1
+      if self.consecutive_skips >= self.config.train.max_consecutive_skips:
+        raise FloatingPointError(
+          f"{self.consecutive_skips} updates in a row skipped for a non-finite loss or gradient "
+          f"(step {int(self.step)}); stopping. The weights are those of the last finite update "
+          f"and the last checkpoint is {self.manager.latest_checkpoint}. Try a lower "
+          "config.train.learning_rate or config.train.grad_clip_norm."
+        )
+    else:
+      self.consecutive_skips = 0
+    return metrics
 
   def batches(self):
-    """The distributed batches from the current step on."""
-    return iter(self.strategy.experimental_distribute_dataset(self.stream.dataset(int(self.step))))
+    """The distributed batches from the current step on.
+
+    Every input pipeline (one per worker) plans the same global batches, a pure function of
+    (seed, step), and reads only its replicas' slices of each, so the stream a replica sees does
+    not depend on how many devices or machines share the batch.
+    """
+    start = int(self.step)
+
+    def worker_batches(context):
+      local = context.num_replicas_in_sync // context.num_input_pipelines
+      first = context.input_pipeline_id * local
+      return self.stream.dataset(
+        start, num_parts=context.num_replicas_in_sync, parts=range(first, first + local)
+      )
+
+    return iter(self.strategy.distribute_datasets_from_function(worker_batches))

@@ -101,13 +101,20 @@ def get_config(arg=None):
     warmup_steps=200,
     end_learning_rate_factor=0.05,  # cosine decay to lr * this
     weight_decay=0.0,
-    grad_clip_norm=5.0,
+    grad_clip_norm=5.0,  # of the global gradient, all replicas together
+    grad_accumulation_steps=1,  # micro-batches per replica per step (same update, less memory)
+    max_consecutive_skips=5,  # updates skipped for a non-finite loss or gradient before stopping
     log_every=100,
     eval_every=1000,
     checkpoint_every=500,
     max_checkpoints=3,
+    # WORKDIR/checkpoints/best/ keeps the checkpoint of the best evaluation by this metric (a
+    # name the evaluators report; "" keeps none); best_mode "max" | "min" says which is better.
+    best_metric="fact_accuracy",
+    best_mode="max",
+    profile_steps="",  # "START,STOP": a TensorBoard profiler trace of those steps ("": none)
     strategy="default",  # default | mirrored | multi_worker_mirrored
-    mixed_precision=config_dict.placeholder(str),  # None | "mixed_bfloat16"
+    mixed_precision=config_dict.placeholder(str),  # None | "mixed_bfloat16" | "mixed_float16"
     jit_compile=False,
     # Pretrained backbones: from start_step on, their top `layers` layers (BatchNorm excepted)
     # train too, at their own learning rate; 0 layers keeps the backbone frozen.

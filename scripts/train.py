@@ -1,7 +1,9 @@
 """Trains a captioner: python scripts/train.py --config=configs/shapes_sat.py --workdir=DIR.
 
 Override any config value with --config.section.key=value, e.g. --config.train.num_steps=200.
-Rerunning the same command resumes from the latest checkpoint in DIR.
+Rerunning the same command resumes from the latest checkpoint in DIR. SIGTERM or Ctrl-C saves a
+checkpoint after the step in flight and exits with status 128 + the signal (143, 130), as if the
+signal had ended the process, so schedulers and `make train` treat the run as unfinished.
 """
 
 from absl import app
@@ -9,6 +11,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from captioning import checkpoints
 from captioning import runtime
 from captioning import train
 
@@ -24,7 +27,12 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   runtime.setup_process()
   logging.info("Config:\n%s", _CONFIG.value)
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except checkpoints.TrainingInterruptedError as stopped:
+    logging.warning("%s", stopped)
+    return stopped.exit_code
+  return 0
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ TINY = {
   "train.checkpoint_every": 20,
   "train.log_every": 20,
   "eval.evaluators": {},
+  "train.best_metric": "",  # no evaluators: no best checkpoint
 }
 
 # Run with the package unimportable: `import captioning` anywhere in loading fails.

@@ -3,13 +3,16 @@
 The end-to-end learning test lives in test_learning.py.
 """
 
+import glob
 import json
 import os
+import signal
 
 import keras
 import numpy as np
 import pytest
 
+from captioning import checkpoints
 from captioning import experiment
 from captioning import train
 from captioning import trainer
@@ -33,21 +36,17 @@ TINY = {
 
 
 def interrupt_after(monkeypatch, num_calls):
-  """Makes the train step raise KeyboardInterrupt (like Ctrl-C) on call `num_calls` + 1."""
-  make = trainer.make_train_step
+  """Makes the process send itself SIGINT (Ctrl-C) at the end of train step call `num_calls`."""
+  run_step, calls = trainer.TrainingRun.run_step, []
 
-  def make_interruptible(*args, **kwargs):
-    step_fn, calls = make(*args, **kwargs), []
+  def interruptible(self, batch):
+    metrics = run_step(self, batch)
+    calls.append(1)
+    if len(calls) == num_calls:
+      os.kill(os.getpid(), signal.SIGINT)
+    return metrics
 
-    def interruptible(*args):
-      calls.append(1)
-      if len(calls) > num_calls:
-        raise KeyboardInterrupt
-      return step_fn(*args)
-
-    return interruptible
-
-  monkeypatch.setattr(trainer, "make_train_step", make_interruptible)
+  monkeypatch.setattr(trainer.TrainingRun, "run_step", interruptible)
 
 
 def test_interrupted_run_resumes_on_course(tmp_path, monkeypatch):
@@ -55,9 +54,12 @@ def test_interrupted_run_resumes_on_course(tmp_path, monkeypatch):
   train.train_and_evaluate(helpers.load_config(**TINY), straight)
   with monkeypatch.context() as patch:
     interrupt_after(patch, 22)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(checkpoints.TrainingInterruptedError, match="SIGINT after step 22") as e:
       train.train_and_evaluate(helpers.load_config(**TINY), resumed)
-  # The interruption saved a checkpoint at the last finished step.
+  assert e.value.exit_code == 128 + signal.SIGINT
+  # Training's own handler is gone: Ctrl-C raises KeyboardInterrupt again.
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  # The interruption saved a checkpoint of the step in flight when the signal came.
   assert "ckpt-22.index" in os.listdir(os.path.join(resumed, "checkpoints"))
   # Rerunning the same command picks up at step 22 and finishes.
   train.train_and_evaluate(helpers.load_config(**TINY), resumed)
@@ -69,12 +71,12 @@ def test_interrupted_run_resumes_on_course(tmp_path, monkeypatch):
   final = keras.saving.load_model(os.path.join(resumed, "model.keras"))
   batch = {"image": np.full([2, 32, 32, 3], 100, np.uint8), "tokens": np.ones([2, 4], np.int32)}
   np.testing.assert_array_equal(model(batch)["logits"].numpy(), final(batch)["logits"].numpy())
-  # On course: same data and schedule as the uninterrupted run, so the same loss curve (up to
-  # dropout noise), far below where training began.
+  # On course: the same data, schedule and dropout draws (keyed on seed and step) as the
+  # uninterrupted run, so the same loss curve, well below where training began.
   base = helpers.read_scalars(os.path.join(straight, "tensorboard", "train"))["train/loss"]
-  assert losses[40] < 0.7 * losses[5]
-  for s in (25, 30, 35, 40):
-    assert abs(losses[s] - base[s]) < 0.1 * base[s], (s, losses[s], base[s])
+  assert losses[40] < 0.8 * losses[5]
+  for s in (30, 35, 40):  # (the window logged at 25 holds only the steps after the resume)
+    assert losses[s] == pytest.approx(base[s], rel=1e-4), (s, losses[s], base[s])
 
 
 def test_workdir_with_another_model_is_not_overwritten(tmp_path):
@@ -95,6 +97,11 @@ def test_workdir_with_another_model_is_not_overwritten(tmp_path):
     ("train.learning_rate", -1.0, r"train\.learning_rate"),
     ("train.strategy", "tpuv9", r"train\.strategy"),
     ("train.mixed_precision", "mixed_float8", r"train\.mixed_precision"),
+    ("train.best_mode", "median", r"train\.best_mode must be one of \('max', 'min'\)"),
+    ("eval.evaluators", {}, r"train\.best_metric 'perplexity' needs an evaluator"),
+    ("train.profile_steps", "5", r"train\.profile_steps must be 'START,STOP'"),
+    ("train.profile_steps", "5,3", r"train\.profile_steps must be 'START,STOP'"),
+    ("train.profile_steps", "a,b", r"train\.profile_steps must be 'START,STOP'"),
     ("model.decoder.dropout", 1.5, r"config\.model\.decoder: dropout must be in"),
     ("model.decoder.hidden_dim", 0, r"config\.model\.decoder: hidden_dim must be"),
     ("model.neck.blocks", -1, r"config\.model\.neck: blocks must be"),
@@ -109,8 +116,8 @@ def test_workdir_with_another_model_is_not_overwritten(tmp_path):
     ("data.max_objects", 4, r"config\.data: min_objects and max_objects must be in"),
     ("loss.label_smoothing", 1.0, r"config\.loss: label_smoothing must be in"),
     ("loss.lambda", 1.0, r"config\.loss\.lambda is not an argument of CaptionLoss"),
-    ("decode.method", "sampling", r"decode\.method"),
-    ("decode.beam_size", 0, r"decode\.beam_size"),
+    ("decode.method", "sampling", r"decode: method must be one of"),
+    ("decode.beam_size", 0, r"decode: beam_size must be >= 1"),
     ("eval.evaluators", {"bleu5": {}}, r"unknown config\.eval\.evaluators 'bleu5'"),
     ("eval.evaluators.captions.metrics", ("Spice",), r"captions: Unknown metric"),
     ("eval.evaluators.relations.max_pair", 9, r"relations\.max_pair is not an argument"),
@@ -194,3 +201,26 @@ def test_a_workdir_of_the_old_flat_config_is_refused_with_a_clear_message(tmp_pa
     with pytest.raises(ValueError, match="does not fit this version of captioning"):
       call()
   assert sorted(os.listdir(workdir)) == ["config.json", "keep.txt"]
+
+
+def test_a_workdir_older_than_the_added_keys_still_reads_with_their_old_behaviour(tmp_path):
+  workdir = tmp_path / "older"
+  workdir.mkdir()
+  config = json.loads(helpers.load_config(**TINY).to_json())
+  for section, keys in experiment.ADDED_KEYS.items():
+    for key in keys:
+      del config[section][key]
+  (workdir / "config.json").write_text(json.dumps(config))
+  loaded = experiment.load_config(str(workdir))
+  assert loaded.train.grad_accumulation_steps == 1 and loaded.train.best_metric == ""
+
+
+def test_profile_steps_write_a_trace_tensorboard_finds(tmp_path):
+  config = helpers.load_config(**dict(TINY, **{"train.num_steps": 4, "train.profile_steps": "1,3"}))
+  train.train_and_evaluate(config, str(tmp_path / "w"))
+  # The profile plugin's layout: RUN/plugins/profile/SESSION/HOST.xplane.pb.
+  traces = glob.glob(
+    str(tmp_path / "w" / "tensorboard" / "train" / "plugins" / "profile" / "*" / "*")
+  )
+  assert [os.path.basename(t).endswith(".xplane.pb") for t in traces] == [True]
+  assert os.path.getsize(traces[0]) > 0

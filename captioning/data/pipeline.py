@@ -157,8 +157,12 @@ class TrainStream:
   def _steps_pairs(self, steps):
     return np.stack([self.pairs(s) for s in steps])  # [len(steps), batch_size]
 
-  def dataset(self, start_step=0):
+  def dataset(self, start_step=0, num_parts=1, parts=None):
     """An infinite tf.data.Dataset of the batches of steps `start_step`, `start_step + 1`, ...
+
+    With `num_parts` > 1, each step's batch is cut into that many equal slices and the dataset
+    yields, step after step, the slices listed in `parts` (all by default), each a batch of its
+    own: what the replicas of one worker read under a tf.distribute strategy.
 
     The plan (which pairs each step trains on) comes from numpy, a chunk of steps at a time;
     reading, decoding and resizing images and gathering captions run in tf.data, in parallel
@@ -196,13 +200,20 @@ class TrainStream:
       .map(plan)
       .unbatch()  # [batch_size] pairs per step
     )
+    parts = list(range(num_parts) if parts is None else parts)
+    if self.batch_size % num_parts or not parts or not 0 <= min(parts) <= max(parts) < num_parts:
+      raise ValueError(f"Cannot read parts {parts} of {num_parts} of a batch of {self.batch_size}")
+    size = self.batch_size // num_parts
+    if num_parts > 1:  # [size] pairs per part, the parts of a step one after another
+      steps = steps.map(lambda pairs: tf.gather(tf.reshape(pairs, [num_parts, size]), parts))
+      steps = steps.unbatch()
     if self.images.per_batch:
       batches = steps.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
       batches = (
         steps.unbatch()  # one pair per element
         .map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .batch(self.batch_size, drop_remainder=True)
+        .batch(size, drop_remainder=True)
       )
     return batches.map(cut).prefetch(tf.data.AUTOTUNE)
 
