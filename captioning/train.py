@@ -9,6 +9,7 @@ it after the step in flight with a checkpoint (`checkpoints.StopSignals`).
 """
 
 import os
+import shutil
 import time
 
 from absl import logging
@@ -70,7 +71,7 @@ def _best_checkpoint(run):
     return None
   return checkpoints.BestCheckpoint(
     experiment.training_checkpoint(run.model, run.optimizers, run.step),
-    experiment.best_checkpoint_dir(run.workdir),
+    experiment.best_checkpoint_dir(run.write_dir),
     train_config.best_metric,
     train_config.best_mode,
   )
@@ -138,9 +139,11 @@ def train_and_evaluate(config, workdir):
     run.tokenizer.vocab_size,
   )
   batches = run.batches()
-  train_dir = os.path.join(workdir, "tensorboard", "train")
+  # Under MultiWorkerMirroredStrategy every worker runs this loop (evaluations included, so
+  # that all save alike); only the chief writes into the workdir (run.write_dir).
+  train_dir = os.path.join(run.write_dir, "tensorboard", "train")
   train_writer = tf.summary.create_file_writer(train_dir)
-  eval_writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "eval"))
+  eval_writer = tf.summary.create_file_writer(os.path.join(run.write_dir, "tensorboard", "eval"))
   if int(step) == 0:
     summaries.write_config(train_writer, config)
     summaries.write_skipped(train_writer, (run.train_split, run.eval_split))
@@ -188,5 +191,7 @@ def train_and_evaluate(config, workdir):
     if stop.signum is not None and int(step) < train_config.num_steps:
       raise checkpoints.TrainingInterruptedError(stop.signum, int(step), _save(manager, int(step)))
   _save(manager, int(step))
-  model.save(os.path.join(workdir, "model.keras"))
+  model.save(os.path.join(run.write_dir, "model.keras"))
+  if not run.chief:
+    shutil.rmtree(run.write_dir, ignore_errors=True)
   return last_eval

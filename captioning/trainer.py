@@ -7,6 +7,7 @@ existing workdir as it was.
 """
 
 import dataclasses
+import tempfile
 
 from absl import logging
 import keras
@@ -36,6 +37,31 @@ def create_strategy(name):
   )
 
 
+def worker_role(strategy):
+  """(whether this process is the chief, its task id) under `strategy`.
+
+  Under MultiWorkerMirroredStrategy the chief is the "chief" task, or worker 0 where the
+  cluster has no chief (as TensorFlow's multi-worker guide defines it); alone, a process is
+  its own chief.
+  """
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.cluster_spec().as_dict():
+    return True, 0
+  task_type, task_id = resolver.task_type, resolver.task_id or 0
+  chief = task_type in (None, "chief") or (
+    task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+  )
+  return chief, task_id
+
+
+def _write_dir(workdir, chief, task_id):
+  """Where this process writes: the workdir for the chief; for other workers a temporary folder
+  (TensorFlow needs every worker to save, so theirs save there, and it is deleted at the end)."""
+  if chief:
+    return workdir
+  return tempfile.mkdtemp(prefix=f"captioning-worker{task_id}-")
+
+
 @dataclasses.dataclass
 class TrainingRun:
   """Everything a training run is made of, built by `create`.
@@ -43,6 +69,9 @@ class TrainingRun:
   Attributes:
     config: the validated config.
     workdir: where the run saves and resumes.
+    chief: whether this process writes the workdir (one process, or the multi-worker chief).
+    write_dir: where this process writes checkpoints, summaries and the final model: the
+      workdir, or for a worker that is not the chief a temporary folder.
     dataset: the `datasets.Dataset` of `config.data`.
     train_split: its training split.
     tokenizer: the workdir's tokenizer.
@@ -61,6 +90,8 @@ class TrainingRun:
 
   config: object
   workdir: str
+  chief: bool
+  write_dir: str
   dataset: datasets.Dataset
   train_split: datasets.CaptionSplit
   tokenizer: object
@@ -125,22 +156,31 @@ class TrainingRun:
     # The step counter lives on the host, outside the strategy: it is not a replicated variable.
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     checkpoint = experiment.training_checkpoint(model, optimizers, step)
+    chief, task_id = worker_role(strategy)
+    write_dir = _write_dir(workdir, chief, task_id)
     manager = tf.train.CheckpointManager(
       checkpoint,
-      experiment.checkpoint_dir(workdir),
+      experiment.checkpoint_dir(write_dir),
       max_to_keep=config.train.max_checkpoints,
       step_counter=step,
     )
-    if manager.restore_or_initialize() is None and config.train.init_from:
+    # Every worker resumes from the chief's latest checkpoint (the workdir is shared).
+    latest = tf.train.latest_checkpoint(experiment.checkpoint_dir(workdir))
+    if latest:
+      checkpoint.restore(latest)
+    elif config.train.init_from:
       experiment.init_weights_from(model, config.train.init_from)
-    # Everything is built: only now is the workdir written.
-    experiment.save_workdir(config, tokenizer, workdir, int(step))
+    # Everything is built: only now is the workdir written (by the chief alone).
+    if chief:
+      experiment.save_workdir(config, tokenizer, workdir, int(step))
     train_step = train_step_lib.make_train_step(
       model, optimizers, loss_fn, strategy, tokenizer.pad_id, config.train, config.seed, step
     )
     return cls(
       config=config,
       workdir=workdir,
+      chief=chief,
+      write_dir=write_dir,
       dataset=dataset,
       train_split=train_split,
       tokenizer=tokenizer,
