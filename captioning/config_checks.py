@@ -39,6 +39,7 @@ TRAIN_KEYS = (
   "strategy",
   "mixed_precision",
   "jit_compile",
+  "deterministic",
   "fine_tune",
   "init_from",
 )

@@ -77,6 +77,7 @@ ADDED_KEYS = {
     "best_metric": "",
     "best_mode": "max",
     "profile_steps": "",
+    "deterministic": False,
   },
 }
 

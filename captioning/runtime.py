@@ -17,17 +17,26 @@ import sys
 PROCESS_SETTINGS = {"TF_CPU_ALLOCATOR_USE_BFC": "true"}
 
 
-def setup_process():
+def setup_process(deterministic=False):
   """Applies `PROCESS_SETTINGS` to this process's environment, keeping values already set.
 
   TensorFlow reads the allocator setting when it creates its first CPU device, i.e. at the first
   op, so this works after `import tensorflow` as long as no op has run.
+
+  Args:
+    deterministic: turn TensorFlow's op determinism on (`config.train.deterministic`): every op
+      then gives the same result on the same input, on GPUs too (where some are slower, and an
+      op without a deterministic kernel raises an error rather than differ).
 
   Returns:
     The settings now in force, {name: value}.
   """
   for name, value in PROCESS_SETTINGS.items():
     os.environ.setdefault(name, value)
+  if deterministic:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    tf.config.experimental.enable_op_determinism()
   return {name: os.environ[name] for name in PROCESS_SETTINGS}
 
 

@@ -84,6 +84,7 @@ def get_config(arg=None):
     strategy="default",
     mixed_precision=config_dict.placeholder(str),
     jit_compile=False,
+    deterministic=False,  # TensorFlow's op determinism (scripts/train.py turns it on)
     # Pretrained backbones: from start_step on, their top `layers` layers (BatchNorm excepted)
     # train too, at their own learning rate; 0 layers keeps the backbone frozen.
     fine_tune=dict(layers=0, start_step=0, learning_rate=1e-5),

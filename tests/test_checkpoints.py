@@ -31,10 +31,8 @@ TINY = {
   "data.max_caption_length": 12,
   "data.bucket_length_multiple": 0,  # one batch shape: one trace of the train step
   "decode.max_length": 12,
-  # Dropout is 0: its draws are not yet keyed on the step, so a resumed run would draw others
-  # than an uninterrupted one (stateless dropout is under way); everything else is a pure
-  # function of (seed, step).
-  "model": helpers.model_sections(decoder={"dropout": 0.0, "init_dropout": 0.0}),
+  # With dropout: its draws, like the data, are a pure function of (seed, step).
+  "model": helpers.model_sections(decoder={"dropout": 0.3, "init_dropout": 0.5}),
   "train.batch_size": 8,
   "train.num_steps": 60,
   "train.warmup_steps": 5,
@@ -133,6 +131,18 @@ def test_a_killed_run_resumes_from_its_last_complete_checkpoint_to_the_same_weig
   assert resumed_step == expected_step == 60
   for want, got in zip(expected.weights, resumed.weights, strict=True):
     np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=want.path)
+
+
+@pytest.mark.slow
+def test_with_op_determinism_two_runs_log_identical_losses(tmp_path):
+  overrides = dict(TINY, **{"train.num_steps": 12, "train.deterministic": True})
+  losses = []
+  for name in ("a", "b"):
+    run = Trainer(tmp_path, str(tmp_path / name), overrides, None, after_step=None)
+    assert run.wait() == 0, "".join(run.lines[-20:])
+    scalars = helpers.read_scalars(str(tmp_path / name / "tensorboard" / "train"))
+    losses.append(scalars["train/loss"])
+  assert sorted(losses[0]) == list(range(1, 13)) and losses[0] == losses[1]
 
 
 @pytest.mark.slow
