@@ -32,10 +32,12 @@ def dot_product_attention(query, key, value, mask=None):
   """
   depth = tf.cast(tf.shape(key)[-1], query.dtype)
   scores = tf.matmul(query, key, transpose_b=True) / tf.sqrt(depth)  # [..., Tq, Tk]
+  # The softmax runs in float32 under mixed precision (the mask value is finite there).
+  scores = tf.cast(scores, tf.float32)
   if mask is not None:
     mask = tf.cast(mask, tf.bool)
-    scores = tf.where(mask, scores, tf.cast(_MASK_VALUE, scores.dtype))
-  weights = tf.nn.softmax(scores, axis=-1)  # normalise over keys, not queries
+    scores = tf.where(mask, scores, _MASK_VALUE)
+  weights = tf.cast(tf.nn.softmax(scores, axis=-1), value.dtype)  # over keys, not queries
   if mask is not None:
     # Exact zeros for masked keys, and zero rows where nothing may be attended.
     weights = weights * tf.cast(mask, weights.dtype)
@@ -383,10 +385,11 @@ class AdditiveAttention(keras.layers.Layer):
         raise ValueError("This attention layer was built with coverage; pass `coverage`.")
       hidden += self.coverage_dense(tf.cast(coverage, hidden.dtype)[:, :, tf.newaxis])
     hidden = tf.tanh(hidden)
-    scores = tf.squeeze(self.score_dense(hidden), -1)  # [B, L]
+    scores = tf.cast(tf.squeeze(self.score_dense(hidden), -1), tf.float32)  # [B, L]
     if feature_mask is not None:
-      scores = tf.where(feature_mask, scores, tf.cast(_MASK_VALUE, scores.dtype))
-    weights = tf.nn.softmax(scores, axis=-1)  # over locations
+      scores = tf.where(feature_mask, scores, _MASK_VALUE)
+    # In float32 under mixed precision, then back to the features' dtype.
+    weights = tf.cast(tf.nn.softmax(scores, axis=-1), features.dtype)  # over locations
     if feature_mask is not None:
       weights = weights * tf.cast(feature_mask, weights.dtype)
     context = tf.squeeze(tf.matmul(weights[:, tf.newaxis, :], features), 1)  # [B, C]

@@ -259,3 +259,19 @@ def test_multi_head_attention_equals_keras_with_the_same_weights():
     self_theirs(query, query, use_causal_mask=True).numpy(),
     atol=1e-5,
   )
+
+
+@pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16])
+def test_attention_softmaxes_run_in_float32_under_mixed_precision(dtype):
+  def softmaxes(fn, *specs):
+    graph = tf.function(fn).get_concrete_function(*specs).graph
+    return [op.outputs[0].dtype for op in graph.get_operations() if op.type == "Softmax"]
+
+  spec = tf.TensorSpec([2, 3, 8], dtype)
+  assert softmaxes(lambda q, k, v: layers.dot_product_attention(q, k, v), spec, spec, spec) == [
+    tf.float32
+  ]
+  additive = layers.AdditiveAttention(4, dtype=f"mixed_{dtype.name}")
+  additive.build((2, 5, 8), (2, 6))
+  features, state = tf.TensorSpec([2, 5, 8], dtype), tf.TensorSpec([2, 6], dtype)
+  assert softmaxes(lambda f, s: additive(f, s), features, state) == [tf.float32]
