@@ -33,11 +33,24 @@ _WARMUP = flags.DEFINE_integer(
   lower_bound=1,
 )
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the JSON here.")
+_LOGICAL_DEVICES = flags.DEFINE_integer(
+  "logical_devices",
+  1,
+  "Split the CPU into this many logical devices (with --config.train.strategy=mirrored, one "
+  "replica each).",
+  lower_bound=1,
+)
+_DECODE = flags.DEFINE_bool("decode", True, "Also time decoding.")
 
 
 def main(argv):
   del argv
   settings = runtime.setup_process()
+  if _LOGICAL_DEVICES.value > 1:  # before TensorFlow creates its devices
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+      cpu, [tf.config.LogicalDeviceConfiguration()] * _LOGICAL_DEVICES.value
+    )
   config = _CONFIG.value
   with tempfile.TemporaryDirectory() as workdir:
     run = trainer.TrainingRun.create(config, workdir)
@@ -56,7 +69,7 @@ def main(argv):
     repeats = 3
     decode_rates = {}
     # The config's own decoding, and greedy for comparison.
-    for method in dict.fromkeys([config.decode.method, "greedy"]):
+    for method in dict.fromkeys([config.decode.method, "greedy"] if _DECODE.value else []):
       search = decoding.Search(
         run.model,
         run.tokenizer,
@@ -74,6 +87,11 @@ def main(argv):
   result = {
     "config": flags.FLAGS["config"].config_filename,
     "batch_size": config.train.batch_size,
+    "strategy": config.train.strategy,
+    "replicas": run.strategy.num_replicas_in_sync,
+    "mixed_precision": config.train.mixed_precision,
+    "jit_compile": config.train.jit_compile,
+    "train_step_compilations": run.train_step.compilations(),
     "train_steps_per_sec": _STEPS.value / train_seconds,
     "train_examples_per_sec": _STEPS.value * config.train.batch_size / train_seconds,
     "decode_images_per_sec": decode_rates,
