@@ -75,8 +75,8 @@ class Search:
   Beam search keeps `beam_size` live hypotheses and a pool of `beam_size` finished ones per
   image. Each step extends every live hypothesis by every word and takes the best 2 * beam_size
   candidates; those that emit `<end>` among the best beam_size enter the finished pool (as in
-  Hugging Face's beam scorer, so a beam of one follows greedy search exactly), and the best
-  beam_size that do not end stay alive, so a beam never runs out of live hypotheses. Live
+  Hugging Face's beam scorer, so a beam of one without length penalty is greedy search), and
+  the best beam_size that do not end stay alive, so a beam never runs out of live hypotheses. Live
   hypotheses are ranked by summed log-probability; finished ones by their score, the summed
   log-probability divided by the length penalty lp(n) of their n tokens (`<end>` counted):
   "none" lp = 1, "gnmt" lp = ((5 + n) / 6) ** alpha (Wu et al., 2016), "average" lp = n. The
@@ -359,7 +359,8 @@ class Search:
       ended = tf.equal(token, self.end_id)
 
       # Finished pool: the best K of the old pool and the best K candidates that just ended.
-      admitted = tf.logical_and(ended, in_top_k)
+      # (Candidates ruled out at the last step score about -1e9: never admitted.)
+      admitted = tf.logical_and(tf.logical_and(ended, in_top_k), top_score > neg_inf / 2)
       pool_score = tf.concat(
         [fin_score, tf.where(admitted, top_score / self._penalty(t + 1), neg_inf)], 1
       )

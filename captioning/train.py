@@ -56,12 +56,12 @@ def _window_means(history):
   return values
 
 
-def _save(manager, step):
-  """Saves a checkpoint of `step` unless the latest one is of it; returns the checkpoint's path."""
-  latest = manager.latest_checkpoint
-  if latest is None or not latest.endswith(f"-{step}"):
-    return manager.save(checkpoint_number=step, check_interval=False)
-  return latest
+def _save(manager, step, saved):
+  """Saves a checkpoint of `step` unless the last one saved (or resumed from) is of it; returns
+  the latest checkpoint's path."""
+  if saved != step:
+    manager.save(checkpoint_number=step, check_interval=False)
+  return manager.latest_checkpoint or tf.train.latest_checkpoint(manager.directory)
 
 
 def _best_checkpoint(run):
@@ -126,7 +126,19 @@ def train_and_evaluate(config, workdir):
     checkpoints.TrainingInterruptedError: a signal stopped training (`exit_code`: 128 + it).
   """
   run = trainer.TrainingRun.create(config, workdir)
+  try:
+    return _loop(run, config)
+  finally:
+    if not run.chief:  # a worker's temporary folder goes, however training ended
+      shutil.rmtree(run.write_dir, ignore_errors=True)
+
+
+def _loop(run, config):
+  """`train_and_evaluate`'s loop over a built run."""
   model, step, manager, train_config = run.model, run.step, run.manager, config.train
+  # The step of the last checkpoint saved or resumed from, the same on every worker (a worker
+  # that is not the chief saves into an empty temporary folder).
+  saved = int(step) if int(step) else None
   if manager.latest_checkpoint:
     logging.info("Resumed from %s at step %d", manager.latest_checkpoint, int(step))
   evals = run.evaluators
@@ -183,15 +195,15 @@ def train_and_evaluate(config, workdir):
           last_time = time.time()  # evaluation time does not count against steps/sec
         if current % train_config.checkpoint_every == 0:
           manager.save(checkpoint_number=current, check_interval=False)
+          saved = current
         if evaluate_now and best:
           best.update(current, last_eval)
     finally:
       profiler.stop()
       train_writer.flush()
     if stop.signum is not None and int(step) < train_config.num_steps:
-      raise checkpoints.TrainingInterruptedError(stop.signum, int(step), _save(manager, int(step)))
-  _save(manager, int(step))
+      path = _save(manager, int(step), saved)
+      raise checkpoints.TrainingInterruptedError(stop.signum, int(step), path)
+  _save(manager, int(step), saved)
   model.save(os.path.join(run.write_dir, "model.keras"))
-  if not run.chief:
-    shutil.rmtree(run.write_dir, ignore_errors=True)
   return last_eval

@@ -241,8 +241,9 @@ class TrainingRun:
     """The distributed batches from the current step on.
 
     Every input pipeline (one per worker) plans the same global batches, a pure function of
-    (seed, step), and reads only its replicas' slices of each, so the stream a replica sees does
-    not depend on how many devices or machines share the batch.
+    (seed, step), and reads only its replicas' slices of each (cut to the global batch's length
+    bucket), so the global batch of a step does not depend on how many devices or machines
+    share it.
     """
     start = int(self.step)
 

@@ -186,33 +186,51 @@ class TrainStream:
         "image_id": tf.gather(image_ids, image_index),
       }
 
-    def cut(batch):
-      longest = tf.reduce_max(tf.reduce_sum(tf.cast(batch["tokens"] != 0, tf.int32), axis=1))
+    def with_length(pairs):  # [B] pairs -> (pairs, the tokens the whole step's batch keeps)
+      caption_tokens = tf.reduce_sum(tf.cast(tf.gather(tokens, pairs) != 0, tf.int32), axis=1)
+      keep = full_length
       if self.length_multiple:
         m = self.length_multiple
-        keep = tf.minimum((longest + m - 1) // m * m, full_length)
-        batch["tokens"] = batch["tokens"][:, :keep]
-      return batch
+        keep = tf.minimum((tf.reduce_max(caption_tokens) + m - 1) // m * m, full_length)
+      return pairs, keep
+
+    def cut(batch, keep):  # every part of a step keeps the same length: one shape per bucket
+      keep = keep if keep.shape.rank == 0 else keep[0]  # per-example sources batched it
+      return {**batch, "tokens": batch["tokens"][:, :keep]}
 
     steps = (
       tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
       .batch(chunk)
       .map(plan)
       .unbatch()  # [batch_size] pairs per step
+      .map(with_length)
     )
     parts = list(range(num_parts) if parts is None else parts)
     if self.batch_size % num_parts or not parts or not 0 <= min(parts) <= max(parts) < num_parts:
       raise ValueError(f"Cannot read parts {parts} of {num_parts} of a batch of {self.batch_size}")
     size = self.batch_size // num_parts
     if num_parts > 1:  # [size] pairs per part, the parts of a step one after another
-      steps = steps.map(lambda pairs: tf.gather(tf.reshape(pairs, [num_parts, size]), parts))
-      steps = steps.unbatch()
+      steps = steps.map(
+        lambda pairs, keep: (
+          tf.gather(tf.reshape(pairs, [num_parts, size]), parts),
+          tf.fill([len(parts)], keep),
+        )
+      ).unbatch()
     if self.images.per_batch:
-      batches = steps.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      batches = steps.map(
+        lambda pairs, keep: (example(pairs), keep),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+      )
     else:
       batches = (
-        steps.unbatch()  # one pair per element
-        .map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        steps.map(lambda pairs, keep: (pairs, tf.fill([size], keep)))
+        .unbatch()  # one pair per element
+        .map(
+          lambda pair, keep: (example(pair), keep),
+          num_parallel_calls=tf.data.AUTOTUNE,
+          deterministic=True,
+        )
         .batch(size, drop_remainder=True)
       )
     return batches.map(cut).prefetch(tf.data.AUTOTUNE)

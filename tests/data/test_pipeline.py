@@ -86,6 +86,19 @@ def test_tf_data_stream_equals_the_plan_with_length_buckets_and_curriculum():
   assert spec["image"].shape == (4, 4, 4, 3) and spec["tokens"].shape == (4, None)
 
 
+def test_the_parts_of_a_step_are_slices_of_its_batch_cut_to_the_batch_length():
+  split, tokens = curriculum_setup()  # captions of 1, 3 or 5 words: buckets differ by slice
+  stream = pipeline.TrainStream(split, tokens, batch_size=8, seed=0, length_multiple=2)
+  # A worker with replicas 2 and 3 of 4 reads, step after step, those quarters of each batch.
+  read = list(stream.dataset(3, num_parts=4, parts=range(2, 4)).take(6).as_numpy_iterator())
+  for i, part in enumerate(read):
+    expected, quarter = stream.batch(3 + i // 2), 2 + i % 2
+    for key in ("image", "tokens", "image_id"):
+      np.testing.assert_array_equal(part[key], expected[key][quarter * 2 : quarter * 2 + 2], key)
+  with pytest.raises(ValueError, match="Cannot read parts"):
+    stream.dataset(0, num_parts=3)
+
+
 @pytest.fixture(scope="module")
 def photo_split(tmp_path_factory):
   """A file-backed split: the Karpathy fixture's training images, read by tf.data."""
