@@ -2,11 +2,31 @@
 
 import glob
 import importlib.util
+import json
 import os
+import subprocess
+import sys
 
 import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_json_script(source, *args, timeout=600):
+  """Runs Python `source` in a fresh process (`sys.argv[1:]` = args) from the repository root
+  and returns the JSON its last line of output prints; a failure shows the end of its stderr.
+
+  For what one process cannot do twice, such as splitting the CPU into logical devices before
+  TensorFlow starts (the rest of the suite has started it in this process)."""
+  result = subprocess.run(
+    [sys.executable, "-c", source, *map(str, args)],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def load_config(name="smoke", config_arg=None, **overrides):

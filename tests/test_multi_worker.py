@@ -22,6 +22,7 @@ CONFIG = {
   "train.checkpoint_every": 2,
   "train.batch_size": 8,
   "data.num_train": 64,
+  "data.bucket_length_multiple": 0,  # one batch shape: one trace of the step
   "data.num_val": 8,
   "data.num_test": 8,
   "data.num_compositional": 8,

@@ -6,10 +6,7 @@ The MirroredStrategy comparison runs in a subprocess: logical devices must be co
 TensorFlow initialises, which the rest of the suite has already done in this process.
 """
 
-import json
 import os
-import subprocess
-import sys
 import types
 
 import keras
@@ -80,7 +77,7 @@ def test_micro_batches_give_the_update_of_the_whole_batch_with_every_token_weigh
   initial = [v.numpy() for v in fresh_model().weights]
   data = batch()
   results = []
-  for micro_batches in (1, 2, 4):
+  for micro_batches in (1, 4):
     model = fresh_model(initial)
     step, _ = make(model, clip=0.05, micro_batches=micro_batches)  # clipping active
     metrics = {k: float(v) for k, v in step(data).items()}
@@ -150,6 +147,7 @@ def test_training_stops_after_k_skipped_updates_in_a_row():
 
 
 SMALL = {
+  "data.bucket_length_multiple": 0,  # one batch shape: one trace (one XLA compilation)
   "train.batch_size": 8,
   "data.num_train": 64,
   "data.num_val": 8,
@@ -165,16 +163,16 @@ def test_float16_loss_scale_overflows_are_counted_apart_and_the_scale_moves(tmp_
   run = trainer.TrainingRun.create(config, str(tmp_path / "w"))
   scaler = run.optimizer
   assert isinstance(scaler, keras.optimizers.LossScaleOptimizer)
-  scaler.dynamic_scale.assign(2.0**28)  # float16 gradients overflow at this scale
+  scaler.dynamic_scale.assign(2.0**24)  # float16 gradients overflow at this scale
   batches, overflows, skipped = run.batches(), 0, 0
-  for _ in range(12):
+  for _ in range(8):
     metrics = run.run_step(next(batches))
     run.step.assign_add(1)
     overflows += float(metrics["loss_scale_overflow"])
     skipped += float(metrics["skipped_nonfinite"])
   assert overflows >= 1 and skipped == 0
-  assert float(scaler.dynamic_scale) < 2.0**28
-  assert 0 < int(scaler.inner_optimizer.iterations) == 12 - overflows
+  assert float(scaler.dynamic_scale) < 2.0**24
+  assert 0 < int(scaler.inner_optimizer.iterations) == 8 - overflows
   path = str(tmp_path / "model.keras")
   run.model.save(path)
   assert keras.saving.load_model(path).dtype_policy.name == "mixed_float16"
@@ -186,11 +184,11 @@ def test_bfloat16_and_xla_train_and_save_with_their_policy(tmp_path, precision, 
                                            "train.jit_compile": jit_compile})  # fmt: skip
   run = trainer.TrainingRun.create(config, str(tmp_path / "w"))
   batches, losses_seen = run.batches(), []
-  for _ in range(8):
+  for _ in range(4):
     losses_seen.append(float(run.run_step(next(batches))["loss"]))
     run.step.assign_add(1)
-  assert np.all(np.isfinite(losses_seen)) and int(run.optimizer.iterations) == 8
-  assert 1 <= run.compilations <= 4  # one per caption-length bucket met
+  assert np.all(np.isfinite(losses_seen)) and int(run.optimizer.iterations) == 4
+  assert run.compilations == 1  # one batch shape
   path = str(tmp_path / "model.keras")
   run.model.save(path)
   assert keras.saving.load_model(path).dtype_policy.name == (precision or "float32")
@@ -236,15 +234,7 @@ print(json.dumps(results))
 
 def test_mirrored_strategy_matches_one_device_on_the_global_batch():
   tests_dir = os.path.dirname(os.path.abspath(__file__))
-  result = subprocess.run(
-    [sys.executable, "-c", _MIRRORED, tests_dir],
-    cwd=helpers.ROOT,
-    capture_output=True,
-    text=True,
-    timeout=600,
-  )
-  assert result.returncode == 0, result.stderr[-3000:]
-  out = json.loads(result.stdout.strip().splitlines()[-1])
+  out = helpers.run_json_script(_MIRRORED, tests_dir)
   one, mirrored = out["one"], out["mirrored"]
   assert (one["replicas"], mirrored["replicas"]) == (1, 2)
   assert one["metrics"]["grad_norm"] > 0.05  # the clip acted, on the global gradient

@@ -3,8 +3,6 @@ whatever ran before, in a fresh model, inside a `tf.function` and under Mirrored
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -219,15 +217,7 @@ print(json.dumps({
 def test_rekey_under_mirrored_strategy_on_two_cpu_devices(name):
   # A subprocess: logical devices must be set before TensorFlow initialises.
   tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  result = subprocess.run(
-    [sys.executable, "-c", MIRRORED, tests_dir, json.dumps(CASES[name])],
-    cwd=helpers.ROOT,
-    capture_output=True,
-    text=True,
-    timeout=600,
-  )
-  assert result.returncode == 0, result.stderr[-3000:]
-  out = json.loads(result.stdout.strip().splitlines()[-1])
+  out = helpers.run_json_script(MIRRORED, tests_dir, json.dumps(CASES[name]))
   assert out["replicas"] == 2
   assert out["same"] and all(out["others_differ"]), out
   assert out["single_device_gap"] < 1e-5, out
