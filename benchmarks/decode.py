@@ -6,8 +6,8 @@
 Captions/sec of `decoding.Search` (greedy, beam 3, beam 5; at batch 1 and 64 by default) and,
 on the same weights, of the way the TensorFlow image-captioning tutorial's `evaluate()`
 decodes: one image at a time, encoded, then a Python `for` loop calling the decoder's `step`
-eagerly for a batch of one and taking the argmax until `<end>` (`loop_greedy`); and a Python
-beam search of 5 over one image whose beams are the rows of the eager `step` (`loop_beam`).
+eagerly for a batch of one and taking the argmax until `<end>` (`loop_decoders.loop_greedy`); and a
+Python beam search of 5 over one image whose beams are the rows of the eager `step` (`loop_beam`).
 Both loops keep the search's rules (no `<pad>` or `<start>`; the step after `max_length` words
 may only end, and only where `<end>` is likeliest), so they find the captions the batched search
 finds: the benchmark checks that on the timed images.
@@ -37,6 +37,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 
@@ -55,8 +56,10 @@ from captioning import runtime
 from captioning import trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# How `decoding.Search` rules a word out: a finite score, so sums of scores stay comparable.
-_NEG_INF = np.float32(-1e9)
+if ROOT not in sys.path:  # run as a script, benchmarks/ is on the path, not the repository
+  sys.path.insert(0, ROOT)
+from benchmarks import loop_decoders  # noqa: E402  (needs ROOT on the path)
+
 # The batched searches timed; loops exist for the first and the last.
 _SEARCHES = (("greedy", 1), ("beam", 3), ("beam", 5))
 _LOOP_BEAM = 5
@@ -78,111 +81,6 @@ _JIT = flags.DEFINE_bool("jit_compile", False, "Compile the batched search with 
 _OUTPUT = flags.DEFINE_string(
   "output", None, "Where to write the JSON (default benchmarks/results/decode_NAME_Ncpu.json)."
 )
-
-
-def _log_probs(logits, tokenizer):
-  """float32 [rows, V] log p(word), `<pad>` and `<start>` ruled out as the search does."""
-  log_probs = tf.nn.log_softmax(logits, axis=-1).numpy().astype(np.float32)
-  log_probs[:, [tokenizer.pad_id, tokenizer.start_id]] = _NEG_INF
-  return log_probs
-
-
-def _start(model, image):
-  """(memory, state) of the decoder for one image (a dict {"image" or "features": [1, ...]})."""
-  memory = model.decoder.prepare(model.encode(image, training=False))
-  return memory, model.decoder.initial_state(memory)
-
-
-def loop_greedy(model, tokenizer, image, max_length):
-  """Greedy decoding of one image, a Python loop of eager decoder steps (batch of one).
-
-  Args:
-    model: a built Captioner.
-    tokenizer: supplies `start_id`, `end_id` and `pad_id`.
-    image: {"image" or "features": [1, ...]}.
-    max_length: the most words to emit (`<end>` not counted).
-
-  Returns:
-    {"tokens": the words, then `<end>` if the caption finished; "log_prob"; "finished";
-    "steps": the decoder steps taken}.
-  """
-  memory, state = _start(model, image)
-  word, tokens, log_prob = tokenizer.start_id, [], np.float32(0.0)
-  for t in range(max_length + 1):
-    logits, state, _ = model.decoder.step(tf.constant([word], tf.int32), state, memory)
-    log_probs = _log_probs(logits, tokenizer)[0]  # [V]
-    word = int(np.argmax(log_probs))
-    if t == max_length and word != tokenizer.end_id:  # the last step may only end
-      break
-    tokens.append(word)
-    log_prob += log_probs[word]
-    if word == tokenizer.end_id:
-      break
-  finished = bool(tokens) and tokens[-1] == tokenizer.end_id
-  return {"tokens": tokens, "log_prob": float(log_prob), "finished": finished, "steps": t + 1}
-
-
-def loop_beam(model, tokenizer, image, max_length, beam_size):
-  """Beam search over one image, a Python loop of eager decoder steps over the beams' rows.
-
-  The search of `decoding.Search` (its length penalty "none"), one image at a time: each step
-  scores every live hypothesis by every word and takes the best 2 * beam_size candidates; those
-  among the best beam_size that end in `<end>` join the finished captions (the best beam_size
-  kept), and the best beam_size that do not end stay alive, the decoder state reordered with
-  `tf.gather`. It stops once the best finished caption scores at least as well as every live
-  one (scores only fall, so no later caption can beat it), or after the step that follows
-  `max_length` words. A live caption more probable than every finished one is returned
-  unfinished.
-
-  Args:
-    model: a built Captioner.
-    tokenizer: supplies `start_id`, `end_id` and `pad_id`.
-    image: {"image" or "features": [1, ...]}.
-    max_length: the most words to emit (`<end>` not counted).
-    beam_size: live hypotheses kept.
-
-  Returns:
-    As `loop_greedy`.
-  """
-  end = tokenizer.end_id
-  memory, state = _start(model, image)
-  tiled = {1: memory}  # the image's memory repeated once per live row
-  live = [((), np.float32(0.0))]  # (words, summed log-probability), best first; row i of state
-  finished = []  # (words with <end>, score), best first
-  for t in range(max_length + 1):
-    rows = len(live)
-    if rows not in tiled:
-      tiled[rows] = tf.nest.map_structure(lambda m, n=rows: tf.repeat(m, n, axis=0), memory)
-    words = [seq[-1] if seq else tokenizer.start_id for seq, _ in live]
-    logits, new_state, _ = model.decoder.step(tf.constant(words, tf.int32), state, tiled[rows])
-    log_probs = _log_probs(logits, tokenizer)  # [rows, V]
-    if t == max_length:  # the last step may only end, and only where <end> is likeliest
-      for (seq, score), row in zip(live, log_probs):
-        if np.argmax(row) == end:
-          finished.append((seq + (end,), score + row[end]))
-      finished.sort(key=lambda f: -f[1])  # stable: on a tie the earlier stays first
-      break
-    scores = (np.array([score for _, score in live], np.float32)[:, None] + log_probs).ravel()
-    vocab = log_probs.shape[1]
-    survivors = []
-    for rank, index in enumerate(np.argsort(-scores, kind="stable")[: 2 * beam_size]):
-      row, word = divmod(int(index), vocab)
-      if word == end:
-        if rank < beam_size:  # an <end> below the best beam_size candidates is dropped
-          finished.append((live[row][0] + (end,), scores[index]))
-      elif len(survivors) < beam_size:
-        survivors.append((row, word, scores[index]))
-    finished = sorted(finished, key=lambda f: -f[1])[:beam_size]
-    live = [(live[row][0] + (word,), score) for row, word, score in survivors]
-    source = tf.constant([row for row, _, _ in survivors], tf.int32)
-    state = tf.nest.map_structure(lambda s, i=source: tf.gather(s, i), new_state)
-    if finished and finished[0][1] >= live[0][1]:
-      break
-  if finished and finished[0][1] >= live[0][1]:
-    tokens, log_prob, done = *finished[0], True
-  else:
-    tokens, log_prob, done = *live[0], False
-  return {"tokens": list(tokens), "log_prob": float(log_prob), "finished": done, "steps": t + 1}
 
 
 class _CountingDecoder:
@@ -324,8 +222,8 @@ def time_loop(model, tokenizer, images, *, beam_size, settings):
 
   def decode(image):
     if beam_size == 1:
-      return loop_greedy(model, tokenizer, image, max_length)
-    return loop_beam(model, tokenizer, image, max_length, beam_size)
+      return loop_decoders.loop_greedy(model, tokenizer, image, max_length)
+    return loop_decoders.loop_beam(model, tokenizer, image, max_length, beam_size)
 
   seconds, times, outs = _median_seconds(
     lambda: [decode(image) for image in singles],

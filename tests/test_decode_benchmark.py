@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from benchmarks import decode
+from benchmarks import loop_decoders
 from captioning import decoding
 import helpers
 
@@ -52,13 +53,13 @@ def test_loops_find_the_captions_of_the_batched_search(seed, decoder):
     assert {finished for _, finished, _ in greedy} == {True, False}
   for i in range(len(images)):
     image = {"image": images[i : i + 1]}
-    out = decode.loop_greedy(model, Ids(), image, MAX_LENGTH)
+    out = loop_decoders.loop_greedy(model, Ids(), image, MAX_LENGTH)
     assert (out["tokens"], out["finished"]) == tuple(greedy[i][:2])
     np.testing.assert_allclose(out["log_prob"], greedy[i][2], rtol=1e-5)
     # The loop ran one step per word, and one for <end> (or for the step that could not end).
     assert out["steps"] == (len(out["tokens"]) if out["finished"] else MAX_LENGTH + 1)
 
-    out = decode.loop_beam(model, Ids(), image, MAX_LENGTH, 5)
+    out = loop_decoders.loop_beam(model, Ids(), image, MAX_LENGTH, 5)
     if out["tokens"] != beam[i][0]:  # only where two captions' scores (nearly) tie
       assert out["log_prob"] >= beam[i][2] - 1e-4
     assert out["finished"] == (out["tokens"][-1:] == [Ids.end_id])
@@ -72,8 +73,8 @@ def test_loops_cut_a_caption_that_never_ends():
   model.decoder.logits.bias.assign(np.where(np.arange(12) == 5, 10.0, -10.0).astype("float32"))
   image = {"image": np.zeros([1, 32, 32, 3], np.uint8)}
   for out in (
-    decode.loop_greedy(model, Ids(), image, 4),
-    decode.loop_beam(model, Ids(), image, 4, 3),
+    loop_decoders.loop_greedy(model, Ids(), image, 4),
+    loop_decoders.loop_beam(model, Ids(), image, 4, 3),
   ):
     assert out["tokens"] == [5, 5, 5, 5]
     assert not out["finished"]
