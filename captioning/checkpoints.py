@@ -114,7 +114,7 @@ class BestCheckpoint:
     step: the step it was measured at, or None.
   """
 
-  def __init__(self, checkpoint, directory, metric, mode):
+  def __init__(self, checkpoint, directory, metric, mode, read_directory=None):
     """Opens `directory`, reading back the best value so far.
 
     Args:
@@ -123,6 +123,9 @@ class BestCheckpoint:
       directory: where the checkpoint and `best.json` go.
       metric: the metric to compare.
       mode: "max" or "min".
+      read_directory: where the best value so far is read from, if not `directory`: a
+        multi-worker worker that is not the chief writes into a temporary folder but compares
+        with the chief's best, so that all workers save alike.
     """
     if mode not in BEST_MODES:
       raise ValueError(f"Bad config: train.best_mode must be one of {BEST_MODES}, got {mode!r}")
@@ -131,17 +134,19 @@ class BestCheckpoint:
     checkpoint.best_value = self._variable
     self.manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1)
     self.json_path = os.path.join(directory, "best.json")
-    latest = self.manager.latest_checkpoint
+    read_directory = read_directory or directory
+    latest = tf.train.latest_checkpoint(read_directory)
     if latest is None:
       return
-    if os.path.exists(self.json_path):  # absent after a crash between checkpoint and json
-      with open(self.json_path) as f:
+    read_json = os.path.join(read_directory, "best.json")
+    if os.path.exists(read_json):  # absent after a crash between checkpoint and json
+      with open(read_json) as f:
         recorded = json.load(f)
       if (recorded["metric"], recorded["mode"]) != (metric, mode):
         logging.warning(
           "%s holds the best checkpoint by %s (%s); this run keeps the best by %s (%s): its "
           "first evaluation replaces it.",
-          directory,
+          read_directory,
           recorded["metric"],
           recorded["mode"],
           metric,
@@ -151,7 +156,8 @@ class BestCheckpoint:
     tf.train.Checkpoint(best_value=self._variable).read(latest).expect_partial()
     self.value = float(self._variable.numpy())
     self.step = int(latest.rsplit("-", 1)[1])  # `update` numbers checkpoints by step
-    self._write_json(latest)  # in case a crash came between the checkpoint and the json
+    if read_directory == directory:
+      self._write_json(latest)  # in case a crash came between the checkpoint and the json
     logging.info("Best %s so far: %.4f at step %d (%s)", metric, self.value, self.step, latest)
 
   def _better(self, value):

@@ -74,6 +74,8 @@ def _best_checkpoint(run):
     experiment.best_checkpoint_dir(run.write_dir),
     train_config.best_metric,
     train_config.best_mode,
+    # Every worker compares with the chief's best, so all save (or not) alike.
+    read_directory=experiment.best_checkpoint_dir(run.workdir),
   )
 
 
@@ -163,9 +165,10 @@ def _loop(run, config):
 
   history, last_eval = [], {}
   last_time, last_step = time.time(), int(step)
+  signum = None  # the stop signal all workers act on (`TrainingRun.agreed_stop`)
   with checkpoints.StopSignals() as stop:
     try:
-      while int(step) < train_config.num_steps and stop.signum is None:
+      while int(step) < train_config.num_steps:
         profiler.before_step(int(step))
         with tf.profiler.experimental.Trace("train", step_num=int(step) + 1, _r=1):
           metrics = run.run_step(next(batches))
@@ -173,6 +176,7 @@ def _loop(run, config):
         current = int(step)
         profiler.after_step(current)
         history.append(metrics)
+        signum = run.agreed_stop(stop.signum)
         if current % train_config.log_every == 0 or current == train_config.num_steps:
           means = _window_means(history)
           elapsed = time.time() - last_time
@@ -185,7 +189,7 @@ def _loop(run, config):
             "step %d: %s", current, ", ".join(f"{k}={v:.4g}" for k, v in sorted(means.items()))
           )
           history, last_time, last_step = [], time.time(), current
-        if stop.signum is not None and current < train_config.num_steps:
+        if signum is not None and current < train_config.num_steps:
           break  # no evaluation: a pre-emption's grace period is short
         evaluate_now = evals and (
           current % train_config.eval_every == 0 or current == train_config.num_steps
@@ -201,9 +205,9 @@ def _loop(run, config):
     finally:
       profiler.stop()
       train_writer.flush()
-    if stop.signum is not None and int(step) < train_config.num_steps:
+    if signum is not None and int(step) < train_config.num_steps:
       path = _save(manager, int(step), saved)
-      raise checkpoints.TrainingInterruptedError(stop.signum, int(step), path)
+      raise checkpoints.TrainingInterruptedError(signum, int(step), path)
   _save(manager, int(step), saved)
   model.save(os.path.join(run.write_dir, "model.keras"))
   return last_eval

@@ -13,6 +13,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from captioning import checkpoints
 from captioning import config_checks
 from captioning import evaluators
 from captioning import experiment
@@ -54,6 +55,15 @@ def worker_role(strategy):
   return chief, task_id
 
 
+def num_workers(strategy):
+  """How many processes train together under `strategy` (1 unless multi-worker)."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None:
+    return 1
+  spec = resolver.cluster_spec().as_dict()
+  return max(1, len(spec.get("chief", ())) + len(spec.get("worker", ())))
+
+
 def _write_dir(workdir, chief, task_id):
   """Where this process writes: the workdir for the chief; for other workers a temporary folder
   (TensorFlow needs every worker to save, so theirs save there, and it is deleted at the end)."""
@@ -86,6 +96,7 @@ class TrainingRun:
     evaluators: {name: evaluator} of `config.eval.evaluators`, built on `eval_split`.
     consecutive_skips: updates skipped in a row so far (non-finite loss or gradient).
     compilations: traces of the train step so far (XLA compilations with jit_compile).
+    workers: how many processes train together.
   """
 
   config: object
@@ -106,6 +117,8 @@ class TrainingRun:
   evaluators: dict
   consecutive_skips: int = 0
   compilations: int = 0
+  workers: int = 1
+  _stop_reduce: object = None
 
   @classmethod
   def create(cls, config, workdir):
@@ -193,6 +206,7 @@ class TrainingRun:
       train_step=train_step,
       eval_split=eval_split,
       evaluators=evals,
+      workers=num_workers(strategy),
     )
 
   @property
@@ -236,6 +250,29 @@ class TrainingRun:
     else:
       self.consecutive_skips = 0
     return metrics
+
+  def agreed_stop(self, signum):
+    """The stop signal every worker acts on after this step, given this process's (or None).
+
+    Alone, that is `signum`. Under MultiWorkerMirroredStrategy a scheduler may signal one
+    worker only, and all must stop after the same step (each step and each save is collective),
+    so the signals are all-reduced at every step: any worker's SIGTERM stops all (SIGTERM wins
+    over SIGINT where both came).
+    """
+    if self.workers == 1:
+      return signum
+    if self._stop_reduce is None:
+      strategy = self.strategy
+
+      @tf.function
+      def reduce(received):
+        per_replica = strategy.run(tf.identity, args=(received,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+      self._stop_reduce = reduce
+    received = [int(signum == s) for s in checkpoints.STOP_SIGNALS]
+    counts = self._stop_reduce(tf.constant(received, tf.int32)).numpy()
+    return next((s for s, count in zip(checkpoints.STOP_SIGNALS, counts) if count), None)
 
   def batches(self):
     """The distributed batches from the current step on.
