@@ -23,6 +23,8 @@ SHIPPED = [
   ("coco_sat", "coco_json"),
   ("coco_sat", "tfds"),
   ("coco_transformer", "karpathy"),
+  ("sat_tutorial_size", None),  # trained at a tiny size by tests/test_bench.py
+  ("transformer_tutorial_size", None),
 ]
 
 

@@ -9,6 +9,8 @@ import tensorflow as tf
 
 from captioning.models import layers
 
+POSITION_CHANNELS = ("linear", "one_hot", "none")
+
 
 @keras.saving.register_keras_serializable(package="captioning")
 class Neck(keras.layers.Layer):
@@ -23,8 +25,8 @@ class Neck(keras.layers.Layer):
 
   Args:
     relative_keypoints: keypoint channels of `layers.RelativeKeypoints`; 0 for none.
-    position_channels: how rows and columns are appended: "linear" (two channels in [-1, 1])
-      or "one_hot" (H + W channels).
+    position_channels: how rows and columns are appended: "linear" (two channels in [-1, 1]),
+      "one_hot" (H + W channels), or "none" (the features alone, as in Show, Attend and Tell).
     blocks: Transformer encoder blocks over the sequence; 0 for none.
     block_heads: attention heads of each block.
     block_dropout: dropout on the blocks' attention and MLP outputs in training.
@@ -59,7 +61,15 @@ class Neck(keras.layers.Layer):
       else None
     )
     self.position = layers.PositionEmbedding2D(name="position", dtype=policy)
-    self.coordinates = layers.AppendCoordinates(position_channels, name="coordinates", dtype=policy)
+    if position_channels not in POSITION_CHANNELS:
+      raise ValueError(
+        f"position_channels must be one of {POSITION_CHANNELS}, got {position_channels!r}"
+      )
+    self.coordinates = (
+      None
+      if position_channels == "none"
+      else layers.AppendCoordinates(position_channels, name="coordinates", dtype=policy)
+    )
     self.flatten = layers.SpatialFlatten(name="flatten", dtype=policy)
     self.blocks = [
       layers.TransformerEncoderBlock(
@@ -81,6 +91,11 @@ class Neck(keras.layers.Layer):
     extra = self.relative.compute_output_shape(maps_shape)[-1]
     return maps_shape[:-1] + (maps_shape[-1] + extra,)
 
+  def _coordinates_shape(self, maps_shape):
+    if self.coordinates is None:
+      return tuple(maps_shape)
+    return self.coordinates.compute_output_shape(maps_shape)
+
   def build(self, maps_shape):
     maps_shape = tuple(maps_shape)
     if self.relative is not None:
@@ -88,7 +103,7 @@ class Neck(keras.layers.Layer):
     maps_shape = self._maps_shape(maps_shape)
     self.position.build(maps_shape)
     self.feature_map_shape = tuple(maps_shape[1:3])
-    b, h, w, c = self.coordinates.compute_output_shape(maps_shape)
+    b, h, w, c = self._coordinates_shape(maps_shape)
     for block in self.blocks:
       block.build((b, h * w, c))
 
@@ -97,7 +112,8 @@ class Neck(keras.layers.Layer):
     if self.relative is not None:
       maps = tf.concat([maps, self.relative(maps)], axis=-1)
     maps = self.position(maps)
-    sequence = self.flatten(self.coordinates(maps))  # [B, L, C' + P]
+    positioned = maps if self.coordinates is None else self.coordinates(maps)
+    sequence = self.flatten(positioned)  # [B, L, C' + P]
     if self.blocks:
       channels = tf.shape(maps)[-1]
       features = sequence
@@ -107,7 +123,7 @@ class Neck(keras.layers.Layer):
     return sequence
 
   def compute_output_shape(self, maps_shape):
-    b, h, w, c = self.coordinates.compute_output_shape(self._maps_shape(maps_shape))
+    b, h, w, c = self._coordinates_shape(self._maps_shape(maps_shape))
     return (b, None if h is None or w is None else h * w, c)
 
   def get_config(self):

@@ -28,6 +28,12 @@ def test_sequence_shape_and_exact_coordinates_last():
   np.testing.assert_allclose(out[0, :, -1], cols.reshape(-1), atol=1e-6)
   one_hot = built(position_channels="one_hot")
   assert one_hot(maps()).shape == (3, 64, 16 + 16) and not one_hot.appends_linear_coordinates
+  none = built(position_channels="none")  # the features alone, as Show, Attend and Tell has them
+  out = none(maps())
+  assert out.shape == (3, 64, 16) == none.compute_output_shape((3, 8, 8, 16))
+  assert not none.appends_linear_coordinates
+  with pytest.raises(ValueError, match="position_channels must be one of"):
+    built(position_channels="sine")
 
 
 def test_blocks_update_features_but_keep_positions_exact():
@@ -63,7 +69,7 @@ def test_round_trip_and_bad_values():
     ({"relative_keypoints": 1.5}, "relative_keypoints"),
     ({"block_heads": 0}, "block_heads"),
     ({"block_dropout": 1.0}, "block_dropout"),
-    ({"position_channels": "polar"}, "encoding"),
+    ({"position_channels": "polar"}, "position_channels"),
   ):
     with pytest.raises(ValueError, match=message):
       neck_lib.Neck(**kwargs)

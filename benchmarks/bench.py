@@ -1,0 +1,167 @@
+"""The benchmark suite (`make bench`): training speed and MFU of each config, as JSON.
+
+    python benchmarks/bench.py [--configs=shapes_sat,...] [--precisions=float32,mixed_bfloat16]
+
+For each config, in each precision, in a process of its own (so its peak host memory is its own
+and no trace or allocator state is shared): train examples/sec and the median step time over
+`--windows` windows after warm-up, the dims, matmul FLOPs per training example (`flops.py`:
+counted from the traced forward graph, times 3 for forward + backward), achieved FLOP/s, MFU
+against the dense float32 matmul peak measured at the start of the same run (`peak.py`), peak
+host memory, and the input pipeline's examples/sec alone. The shapes configs train on their
+own data stream; the tutorial-size configs on random features of their shapes read from a
+feature cache (`features.CachedFeatures`, float16 on disk) with random 50-token captions. At
+`sat_tutorial_size` the run also times, with the same data, the same SAT maths trained the
+tutorials' way (`tutorial_steps.baseline_step`) and the TensorFlow tutorial's own model and
+step (`tutorial_steps.TutorialPort`), and reports the ratios. Decode captions/sec come from
+`results/decode_*.json` where `decode.py` wrote them. docs/performance.md has the results.
+"""
+
+import glob
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run as a script: the package and `benchmarks` import from the root
+  sys.path.insert(0, ROOT)
+
+from benchmarks import bench_job  # noqa: E402
+from benchmarks import peak  # noqa: E402
+from captioning import files  # noqa: E402
+from captioning import runtime  # noqa: E402
+
+CONFIGS = ("shapes_sat", "shapes_transformer", "sat_tutorial_size", "transformer_tutorial_size")
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+_CONFIGS = flags.DEFINE_list("configs", list(CONFIGS), "Configs of configs/ to time.")
+_PRECISIONS = flags.DEFINE_list("precisions", list(PRECISIONS), "float32 | mixed_bfloat16 ...")
+_JIT = flags.DEFINE_bool("jit_compile", False, "Also time each config with XLA.")
+_WINDOWS = flags.DEFINE_integer("windows", 5, "Timed windows per variant.", lower_bound=1)
+_SECONDS = flags.DEFINE_float("window_seconds", 3.0, "About how long each window runs.")
+_TUTORIAL = flags.DEFINE_bool("tutorials", True, "Time the baseline and the tutorial's port.")
+_OUTPUT = flags.DEFINE_string(
+  "output", None, "Where to write the JSON (default results/bench_<N>cpu_<machine>.json)."
+)
+_JOB = flags.DEFINE_string("job", None, "Internal: run one job (JSON) and print its result.")
+
+
+def _jobs():
+  jobs = []
+  for name in _CONFIGS.value:
+    for precision in _PRECISIONS.value:
+      jobs.append({"config": name, "kind": "project", "precision": precision, "jit": False})
+      if _JIT.value:
+        jobs.append({"config": name, "kind": "project", "precision": precision, "jit": True})
+    if name == "sat_tutorial_size" and _TUTORIAL.value:
+      jobs.append({"config": name, "kind": "baseline", "precision": "float32", "jit": False})
+      jobs.append({"config": name, "kind": "tutorial_port", "precision": "float32", "jit": False})
+  for job in jobs:
+    job.update(windows=_WINDOWS.value, window_seconds=_SECONDS.value)
+  return jobs
+
+
+def _run_job(job):
+  result = subprocess.run(
+    [sys.executable, os.path.abspath(__file__), f"--job={json.dumps(job)}"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+  )
+  if result.returncode:
+    return {**job, "error": result.stderr[-2000:]}
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _decode_rates():
+  """{file: captions/sec} of the decode benchmark's results, where present."""
+  rates = {}
+  for path in sorted(glob.glob(os.path.join(ROOT, "benchmarks", "results", "decode_*.json"))):
+    with open(path) as f:
+      rates[os.path.basename(path)] = json.load(f).get("captions_per_sec")
+  return rates
+
+
+def _ratio(results, a, b):
+  if a in results and b in results and "error" not in results[a] and "error" not in results[b]:
+    return results[a]["train_examples_per_sec"] / results[b]["train_examples_per_sec"]
+  return None
+
+
+def _summary(results):
+  def key(kind, precision="float32"):
+    return f"sat_tutorial_size/{kind}/{precision}"
+
+  return {
+    "sat_tutorial_size_fp32_over_baseline": _ratio(results, key("project"), key("baseline")),
+    "sat_tutorial_size_fp32_over_tutorial": _ratio(results, key("project"), key("tutorial_port")),
+    "sat_tutorial_size_bf16_over_tutorial": _ratio(
+      results, key("project", "mixed_bfloat16"), key("tutorial_port")
+    ),
+    "mfu_float32": {
+      name.split("/")[0]: r["mfu"]
+      for name, r in results.items()
+      if name.endswith("/project/float32") and "mfu" in r
+    },
+  }
+
+
+def main(argv):
+  del argv
+  if _JOB.value:
+    print(json.dumps(bench_job.run(json.loads(_JOB.value))))
+    return
+  settings = runtime.setup_process()
+  start = time.time()
+  peaks = {"float32": peak.matmul_peak("float32")}
+  print(f"float32 matmul peak: {peaks['float32']['gflops']:.1f} GFLOP/s", flush=True)
+  if "mixed_bfloat16" in _PRECISIONS.value:
+    peaks["bfloat16"] = peak.matmul_peak("bfloat16")
+    print(f"bfloat16 matmul peak: {peaks['bfloat16']['gflops']:.1f} GFLOP/s", flush=True)
+  results = {}
+  for job in _jobs():
+    name = f"{job['config']}/{job['kind']}/{job['precision']}" + ("/xla" if job["jit"] else "")
+    result = _run_job(job)
+    if "train_flops_per_example" in result:
+      achieved = result["train_flops_per_example"] * result["train_examples_per_sec"]
+      result["achieved_gflops"] = achieved / 1e9
+      result["mfu"] = achieved / (peaks["float32"]["gflops"] * 1e9)
+      if "bfloat16" in peaks and job["precision"] != "float32":
+        result["mfu_of_bf16_peak"] = achieved / (peaks["bfloat16"]["gflops"] * 1e9)
+    results[name] = result
+    print(
+      name,
+      json.dumps({k: result.get(k) for k in ("train_examples_per_sec", "mfu", "error")}),
+      flush=True,
+    )
+  # A second peak at the end: the machine's state may have drifted over the run.
+  again = peak.matmul_peak("float32")
+  report = {
+    "peak_float32": peaks["float32"],
+    "peak_float32_at_end": again,
+    "peak_bfloat16": peaks.get("bfloat16"),
+    "summary": _summary(results),
+    "results": results,
+    "decode_captions_per_sec": _decode_rates(),
+    "seconds": time.time() - start,
+    "cpu_count": os.cpu_count(),
+    "cpu_flags": peak.cpu_flags(),
+    "machine": platform.machine(),
+    "process_settings": settings,
+    **runtime.provenance(),
+  }
+  text = json.dumps(report, indent=2)
+  print(text)
+  output = _OUTPUT.value or os.path.join(
+    ROOT, "benchmarks", "results", f"bench_{os.cpu_count()}cpu_{platform.machine()}.json"
+  )
+  files.write_text(output, text + "\n")
+
+
+if __name__ == "__main__":
+  app.run(main)
