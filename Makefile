@@ -6,7 +6,7 @@ WORKDIR ?= workdirs/shapes_sat
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: install train evaluate lint format test test-fast tensorboard benchmark bench-decode clean
+.PHONY: install train evaluate lint format test test-fast tensorboard benchmark bench bench-decode clean
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,12 @@ tensorboard: install
 
 benchmark: install
 	$(BIN)/python benchmarks/train_throughput.py --config=$(CONFIG)
+
+# The benchmark suite: train speed, MFU against the measured matmul peak and memory of the shapes
+# and tutorial-size configs, float32 and bfloat16, beside the tutorials' way of training
+# (docs/performance.md). Writes benchmarks/results/bench_*.json. About 15 minutes on 2 cores.
+bench: install
+	$(BIN)/python benchmarks/bench.py $(ARGS)
 
 # Captions/sec of the batched search beside a per-image Python loop, on the same weights (fresh
 # ones of CONFIG; ARGS="--workdir=DIR" for a trained model's). Writes benchmarks/results/decode_*.

@@ -125,9 +125,12 @@ def _sync(out):
 
 
 def _project_forward_flops(model, batch_size, image_key, image_shape, length):
-  """Matmul FLOPs of one training example's forward pass at `length` tokens per caption."""
+  """Matmul FLOPs of one training example's forward pass at `length` tokens per caption.
+
+  Traced in inference mode: dropout changes no product (and its seed variable's updates do not
+  freeze into a constant graph)."""
   counts = flops.matmul_flops(
-    lambda images, tokens: model({image_key: images, "tokens": tokens}, training=True)["logits"],
+    lambda images, tokens: model({image_key: images, "tokens": tokens})["logits"],
     tf.TensorSpec([1, *image_shape], tf.uint8 if image_key == "image" else tf.float32),
     tf.TensorSpec([1, length - 1], tf.int32),
   )
