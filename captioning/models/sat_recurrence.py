@@ -1,0 +1,203 @@
+"""The teacher-forced Show-Attend-Tell recurrence as one op with a hand-written gradient.
+
+`ShowAttendTellDecoder.call` (without coverage) runs its T steps through `recurrence`, which
+computes the same numbers as T calls of its attention, gate and LSTM cell. What it changes is
+the backward pass. Autodiff of the step-by-step loop computes each weight's gradient once per
+step, as T products whose inner dimension is only the batch (e.g. T x [C, B] x [B, 4D] for the
+LSTM's context kernel), and then adds the T gradient tensors up. Here the backward loop only
+carries what the recurrence needs (dh, dc) from step to step, keeps every step's gate and
+attention gradients, and forms each weight gradient once at the end, as one product over all
+T * B rows ([C, T*B] x [T*B, 4D]). The feature gradient is one batched product too.
+
+The step, with h, c the previous state and P = W f + b_W the projected features [B, L, A]:
+  [g_h | a | q] = h [W_h | U | w_b] + [b | b_U | b_b]    one product for every use of h
+  s     = tanh(P + a)                                   [B, L, A]
+  alpha = softmax_L(s v)                                float32, as `layers.AdditiveAttention`
+  beta  = sigmoid(q)                                    1 without the gate
+  z     = beta * alpha f                                [B, C]
+  [i, f, g, o] = y_t W_e + z W_z + g_h                  y_t W_e for all t in one product
+  c' = sigmoid(f) c + sigmoid(i) tanh(g);  h' = sigmoid(o) tanh(c')     (keras.layers.LSTMCell)
+The score bias b_v shifts every location's score alike, which the softmax ignores: it changes
+nothing and its gradient is zero. Inside, the recurrence is time-major ([T, B, ...]), so a step
+reads and writes contiguous rows. Under mixed precision the [B, L, A] part of the attention
+(s, the scores and their gradients) runs in float32, like the softmax: on CPU, bfloat16's tanh,
+tanh gradient and sums are several times slower than float32's, and the loop's rounding there
+is not worth copying.
+"""
+
+import tensorflow as tf
+
+
+def recurrence(embedded, features, projected, h0, c0, lstm, attention, gate=None):
+  """Runs the teacher-forced recurrence over all T steps.
+
+  All tensors are in the compute dtype (e.g. bfloat16 under mixed precision). Pass tensors read
+  from the variables (cast to the compute dtype): autodiff carries the gradients on to the
+  variables, through the casts of mixed precision.
+
+  Args:
+    embedded: [B, T, E] the embedded input words.
+    features: [B, L, C] image features.
+    projected: [B, L, A] the attention's feature projection (with its bias).
+    h0: [B, D] initial hidden state.
+    c0: [B, D] initial cell state.
+    lstm: (kernel [E + C, 4D] over [word; context], recurrent kernel [D, 4D], bias [4D]) of a
+      `keras.layers.LSTMCell`, gates in its order (i, f, g, o).
+    attention: (state kernel U [D, A], state bias b_U [A], score kernel v [A, 1], score bias
+      b_v [1]) of `layers.AdditiveAttention` (b_v has no effect: see the module docstring).
+    gate: (kernel w_b [D, 1], bias b_b [1]), or None without the gate (then beta = 1).
+
+  Returns:
+    (H [B, T, D] hidden states, Z [B, T, C] gated contexts, alpha [B, T, L] attention weights
+    in the features' dtype, beta [B, T] gate values).
+  """
+  kernel, recurrent_kernel, bias = lstm
+  embed_dim = embedded.shape[-1]
+  num_steps = embedded.shape[1]
+  kernel_e, kernel_z = tf.split(kernel, [embed_dim, -1])
+  # The words' share of the gates, for all steps in one product: [T*B, E] x [E, 4D].
+  xe = tf.matmul(tf.reshape(tf.transpose(embedded, [1, 0, 2]), [-1, embed_dim]), kernel_e)
+  xe = tf.reshape(xe, [num_steps, -1, kernel.shape[-1]])  # [T, B, 4D]
+  gate = gate or ()
+  h, z, alpha, beta = _make_fused(len(gate) > 0)(
+    xe, features, projected, h0, c0, kernel_z, recurrent_kernel, bias, *attention, *gate
+  )
+  batch_major = lambda x: tf.transpose(x, [1, 0, 2])
+  return batch_major(h), batch_major(z), batch_major(alpha), tf.transpose(beta)
+
+
+def _transposed(x):
+  """`x` [..., K, N] with its last two axes swapped, as a new tensor [..., N, K].
+
+  For the products of the loops, some layouts are several times slower than others on CPU
+  (oneDNN): e.g. [B, K] x [N, K]^T is 3x slower than [B, K] x [K, N] in float32 for B = 64, and
+  the loops take T of them. Grappler folds a plain transpose back into the product
+  (`transpose_b`, `adj_y`); the detour through one more axis and a reshape keeps it a copy,
+  made once.
+  """
+  rank = len(x.shape)
+  swapped = tf.transpose(x[tf.newaxis], [*range(rank - 1), rank, rank - 1])
+  shape = tf.shape(x)
+  return tf.reshape(swapped, tf.concat([shape[:-2], shape[-1:], shape[-2:-1]], 0))
+
+
+def _make_fused(gated):
+  """The custom-gradient op, with the gate or without it."""
+
+  @tf.custom_gradient
+  def fused(xe, features, projected, h0, c0, wz, wh, bias, u, bu, v, bv, *gate):
+    """Time-major: xe [T, B, 4D] -> (H [T, B, D], Z [T, B, C], alpha [T, B, L], beta [T, B])."""
+    dtype = features.dtype
+    num_steps, hidden, units = xe.shape[0], h0.shape[-1], u.shape[-1]
+    sizes = [4 * hidden, units] + ([1] if gated else [])  # the columns of [g_h | a | q]
+    w_state = tf.concat([wh, u, gate[0]] if gated else [wh, u], axis=1)  # [D, 4D + A (+ 1)]
+    b_state = tf.concat([bias, bu, gate[1]] if gated else [bias, bu], axis=0)
+    batch = tf.shape(features)[0]
+    # The [B, L, A] work of the attention runs in float32 under mixed precision (see above).
+    wide = tf.float32 if dtype in (tf.bfloat16, tf.float16) else dtype
+    projected_w, v_w = tf.cast(projected, wide), tf.cast(v, wide)
+    features_t = _transposed(features)  # [B, C, L]: the faster layout for both products below
+    h, c = h0, c0
+    saved = []  # per step, what the backward step reads
+    hs, zs, alphas, betas = [], [], [], []
+    for t in range(num_steps):
+      g_h, a, *q = tf.split(tf.nn.bias_add(tf.matmul(h, w_state), b_state), sizes, axis=1)
+      s = tf.tanh(projected_w + tf.cast(a, wide)[:, tf.newaxis, :])  # [B, L, A]
+      scores = tf.reshape(tf.matmul(tf.reshape(s, [-1, units]), v_w), [batch, -1])  # [B, L]
+      alpha32 = tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1)
+      alpha = tf.cast(alpha32, dtype)
+      context = tf.squeeze(tf.matmul(alpha[:, tf.newaxis, :], features_t, transpose_b=True), 1)
+      beta = tf.sigmoid(q[0]) if gated else None  # [B, 1]
+      z = beta * context if gated else context
+      gates = xe[t] + tf.matmul(z, wz) + g_h  # [B, 4D]
+      sig = tf.sigmoid(gates)  # the g quarter is unused: one op beats three
+      gi, gf, go = sig[:, :hidden], sig[:, hidden : 2 * hidden], sig[:, 3 * hidden :]
+      gg = tf.tanh(gates[:, 2 * hidden : 3 * hidden])
+      c_prev = c
+      c = gf * c + gi * gg
+      tc = tf.tanh(c)
+      h = go * tc
+      saved.append((c_prev, gi, gf, go, gg, tc, s, alpha32, context, beta))
+      hs.append(h)
+      zs.append(z)
+      alphas.append(alpha)
+      betas.append(beta[:, 0] if gated else tf.ones_like(context[:, 0]))
+    outputs = tuple(tf.stack(x) for x in (hs, zs, alphas, betas))
+
+    def grad(*d_outputs):
+      d_hs, d_zs, d_alphas, d_betas = (
+        tf.zeros_like(x) if d is None else d for d, x in zip(d_outputs, outputs)
+      )
+      wz_t = _transposed(wz)  # [4D, C]
+      w_state_t = _transposed(w_state)  # [4D + A (+ 1), D]
+      v_row = tf.reshape(v_w, [units])
+      dh = tf.zeros_like(h0)
+      dc = tf.zeros_like(c0)
+      d_gates_all, d_rests, d_contexts, d_pres, d_vs = [], [], [], [], []
+      for t in reversed(range(num_steps)):
+        c_prev, gi, gf, go, gg, tc, s, alpha32, context, beta = saved[t]
+        dh = dh + d_hs[t]
+        dc = dc + tf.raw_ops.TanhGrad(y=tc, dy=dh * go)
+        d_gates = tf.concat(
+          [
+            tf.raw_ops.SigmoidGrad(y=gi, dy=dc * gg),
+            tf.raw_ops.SigmoidGrad(y=gf, dy=dc * c_prev),
+            tf.raw_ops.TanhGrad(y=gg, dy=dc * gi),
+            tf.raw_ops.SigmoidGrad(y=go, dy=dh * tc),
+          ],
+          axis=1,
+        )  # [B, 4D]
+        dc = dc * gf
+        dz = d_zs[t] + tf.matmul(d_gates, wz_t)  # [B, C]
+        d_context = dz * beta if gated else dz
+        d_alpha = tf.squeeze(tf.matmul(d_context[:, tf.newaxis, :], features_t), 1)  # [B, L]
+        d_alpha32 = tf.cast(d_alpha + d_alphas[t], tf.float32)
+        d_scores32 = alpha32 * (d_alpha32 - tf.reduce_sum(d_alpha32 * alpha32, -1, keepdims=True))
+        d_scores = tf.cast(d_scores32, wide)  # [B, L]
+        d_vs.append(tf.matmul(tf.reshape(d_scores, [1, -1]), tf.reshape(s, [-1, units])))
+        d_pre = tf.raw_ops.TanhGrad(y=s, dy=d_scores[:, :, tf.newaxis] * v_row)  # [B, L, A]
+        d_pres.append(d_pre)
+        d_rest = [tf.cast(tf.reduce_sum(d_pre, axis=1), dtype)]  # d a [B, A]
+        if gated:
+          d_beta = tf.reduce_sum(dz * context, -1, keepdims=True) + d_betas[t][:, tf.newaxis]
+          d_rest.append(tf.raw_ops.SigmoidGrad(y=beta, dy=d_beta))  # d q [B, 1]
+        d_rest = tf.concat(d_rest, axis=1) if gated else d_rest[0]
+        d_gates_all.append(d_gates)
+        d_rests.append(d_rest)
+        d_contexts.append(d_context)
+        dh = tf.matmul(tf.concat([d_gates, d_rest], axis=1), w_state_t)  # [B, D]
+      # Back in time order; each weight gradient is one product over all T * B rows.
+      d_xe = tf.stack(d_gates_all[::-1])  # [T, B, 4D]
+      d_rest = tf.stack(d_rests[::-1])  # [T, B, A (+ 1)]
+      rows = lambda x: tf.reshape(x, [-1, x.shape[-1]])  # [T, B, N] -> [T*B, N]
+      h_prev = rows(tf.concat([h0[tf.newaxis], outputs[0][:-1]], axis=0))  # [T*B, D]
+      d_wh = tf.matmul(h_prev, rows(d_xe), transpose_a=True)  # [D, 4D]
+      d_w_rest = tf.matmul(h_prev, rows(d_rest), transpose_a=True)  # [D, A (+ 1)]
+      d_wz = tf.matmul(rows(outputs[1]), rows(d_xe), transpose_a=True)  # [C, 4D]
+      d_bias = tf.reduce_sum(rows(d_xe), 0)
+      d_b_rest = tf.reduce_sum(rows(d_rest), 0)
+      # d features = sum_t alpha_t^T d context_t, per image: [B, L, T] x [B, T, C].
+      d_features = tf.matmul(
+        tf.transpose(outputs[2], [1, 2, 0]), tf.transpose(tf.stack(d_contexts[::-1]), [1, 0, 2])
+      )
+      grads = [
+        d_xe,
+        d_features,
+        tf.cast(tf.add_n(d_pres), dtype),  # d projected
+        dh,
+        dc,
+        d_wz,
+        d_wh,
+        d_bias,
+        d_w_rest[:, :units],  # d U
+        d_b_rest[:units],  # d b_U
+        tf.cast(tf.reshape(tf.add_n(d_vs), [units, 1]), dtype),
+        tf.zeros_like(bv),
+      ]
+      if gated:
+        grads += [d_w_rest[:, units:], d_b_rest[units:]]
+      return grads
+
+    return outputs, grad
+
+  return fused
