@@ -214,7 +214,7 @@ def run(job):
         # the project's (counted on the project's graph), its executed ones these:
         executed = flops.total(
           flops.matmul_flops(
-            lambda f, t: step.loss({"features": f, "tokens": t}),
+            lambda f, t: step.loss({"features": f, "tokens": t}, training=False),
             tf.TensorSpec([1, *grid], tf.float32),
             tf.TensorSpec([1, length], tf.int32),
           )

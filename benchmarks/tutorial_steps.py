@@ -30,16 +30,17 @@ def baseline_step(model, optimizer, loss_fn, pad_id):
 
   Returns:
     A `tf.function` (batch {"features" [B, H, W, C], "tokens" [B, T + 1]}) -> loss, which
-    updates the model, and its loss-only twin `loss(batch)` (no update) as `step.loss`.
+    updates the model, and its loss-only twin `loss(batch, training=True)` (no update) as
+    `step.loss`.
   """
   decoder = model.decoder
 
-  def forward(batch):
+  def forward(batch, training=True):
     tokens = batch["tokens"]
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     mask = tf.not_equal(targets, pad_id)
-    features = model.encode({"features": batch["features"]}, training=True)  # [B, L, C]
-    state = decoder.initial_state({"features": features}, training=True)
+    features = model.encode({"features": batch["features"]}, training=training)  # [B, L, C]
+    state = decoder.initial_state({"features": features}, training=training)
     ce, attention_sum = 0.0, 0.0
     for t in range(tokens.shape[1] - 1):
       embedded = decoder.embedding(inputs[:, t])
@@ -47,8 +48,8 @@ def baseline_step(model, optimizer, loss_fn, pad_id):
       context, alpha = decoder.attention(features, h)  # projects the features again
       beta = decoder.gate(h) if decoder.gate is not None else tf.ones_like(context[:, :1])
       z = beta * context
-      h, state = decoder._advance(embedded, z, alpha, state, True)
-      logits = decoder._output(embedded, h, z, True)  # [B, V]
+      h, state = decoder._advance(embedded, z, alpha, state, training)
+      logits = decoder._output(embedded, h, z, training)  # [B, V]
       step_ce, _ = losses.masked_cross_entropy_sum(
         targets[:, t : t + 1], logits[:, tf.newaxis], mask[:, t : t + 1]
       )

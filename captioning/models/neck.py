@@ -26,7 +26,8 @@ class Neck(keras.layers.Layer):
   Args:
     relative_keypoints: keypoint channels of `layers.RelativeKeypoints`; 0 for none.
     position_channels: how rows and columns are appended: "linear" (two channels in [-1, 1]),
-      "one_hot" (H + W channels), or "none" (the features alone, as in Show, Attend and Tell).
+      "one_hot" (H + W channels), or "none": the features alone, as in Show, Attend and Tell
+      (then without the learned row and column embeddings either).
     blocks: Transformer encoder blocks over the sequence; 0 for none.
     block_heads: attention heads of each block.
     block_dropout: dropout on the blocks' attention and MLP outputs in training.
@@ -60,7 +61,13 @@ class Neck(keras.layers.Layer):
       if relative_keypoints
       else None
     )
-    self.position = layers.PositionEmbedding2D(name="position", dtype=policy)
+    # "none": no position signal at all, neither appended nor learned (the paper's SAT; and a
+    # frozen feature cache then needs no gradient).
+    self.position = (
+      None
+      if position_channels == "none"
+      else layers.PositionEmbedding2D(name="position", dtype=policy)
+    )
     if position_channels not in POSITION_CHANNELS:
       raise ValueError(
         f"position_channels must be one of {POSITION_CHANNELS}, got {position_channels!r}"
@@ -101,7 +108,8 @@ class Neck(keras.layers.Layer):
     if self.relative is not None:
       self.relative.build(maps_shape)
     maps_shape = self._maps_shape(maps_shape)
-    self.position.build(maps_shape)
+    if self.position is not None:
+      self.position.build(maps_shape)
     self.feature_map_shape = tuple(maps_shape[1:3])
     b, h, w, c = self._coordinates_shape(maps_shape)
     for block in self.blocks:
@@ -111,7 +119,8 @@ class Neck(keras.layers.Layer):
     """Maps [B, H, W, C] -> sequence [B, H*W, C' + P] (C' = C plus keypoint offsets)."""
     if self.relative is not None:
       maps = tf.concat([maps, self.relative(maps)], axis=-1)
-    maps = self.position(maps)
+    if self.position is not None:
+      maps = self.position(maps)
     positioned = maps if self.coordinates is None else self.coordinates(maps)
     sequence = self.flatten(positioned)  # [B, L, C' + P]
     if self.blocks:

@@ -31,7 +31,8 @@ def test_sequence_shape_and_exact_coordinates_last():
   none = built(position_channels="none")  # the features alone, as Show, Attend and Tell has them
   out = none(maps())
   assert out.shape == (3, 64, 16) == none.compute_output_shape((3, 8, 8, 16))
-  assert not none.appends_linear_coordinates
+  assert not none.appends_linear_coordinates and not none.weights
+  np.testing.assert_array_equal(out, tf.reshape(maps(), [3, 64, 16]))
   with pytest.raises(ValueError, match="position_channels must be one of"):
     built(position_channels="sine")
 
