@@ -103,6 +103,12 @@ def _summary(results):
     "sat_tutorial_size_bf16_over_tutorial": _ratio(
       results, key("project", "mixed_bfloat16"), key("tutorial_port")
     ),
+    "goals": {
+      "sat_tutorial_size_fp32_over_baseline": 3.0,
+      "sat_tutorial_size_fp32_over_tutorial": 1.5,
+      "sat_tutorial_size_bf16_over_tutorial": 2.0,
+      "transformer_tutorial_size_mfu_float32": 0.65,
+    },
     "mfu_float32": {
       name.split("/")[0]: r["mfu"]
       for name, r in results.items()
@@ -131,6 +137,9 @@ def main(argv):
       achieved = result["train_flops_per_example"] * result["train_examples_per_sec"]
       result["achieved_gflops"] = achieved / 1e9
       result["mfu"] = achieved / (peaks["float32"]["gflops"] * 1e9)
+      if "useful_train_flops_per_example" in result:  # the baseline and the tutorial's port
+        useful = result["useful_train_flops_per_example"] * result["train_examples_per_sec"]
+        result["useful_mfu"] = useful / (peaks["float32"]["gflops"] * 1e9)
       if "bfloat16" in peaks and job["precision"] != "float32":
         result["mfu_of_bf16_peak"] = achieved / (peaks["bfloat16"]["gflops"] * 1e9)
     results[name] = result
