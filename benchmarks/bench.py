@@ -12,8 +12,10 @@ own data stream; the tutorial-size configs on random features of their shapes re
 feature cache (`features.CachedFeatures`, float16 on disk) with random 50-token captions. At
 `sat_tutorial_size` the run also times, with the same data, the same SAT maths trained the
 tutorials' way (`tutorial_steps.baseline_step`) and the TensorFlow tutorial's own model and
-step (`tutorial_steps.TutorialPort`), and reports the ratios. Decode captions/sec come from
-`results/decode_*.json` where `decode.py` wrote them. docs/performance.md has the results.
+step (`tutorial_steps.TutorialPort`), and reports the ratios; their `mfu` counts the FLOPs they
+execute, `useful_mfu` only those of the model's maths (not the recomputed projections). Decode
+captions/sec come from `results/decode_*.json` where `decode.py` wrote them.
+docs/performance.md has the results.
 """
 
 import glob
