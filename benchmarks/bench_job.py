@@ -26,6 +26,7 @@ from captioning import train_step as train_step_lib
 from captioning import trainer
 from captioning.data import datasets
 from captioning.data import pipeline
+from captioning.models import encoders
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Random features and captions of the tutorial-size configs: images in the cache, and ids.
@@ -58,12 +59,15 @@ def load_config(name, precision="float32", jit=False, overrides=None):
   return config
 
 
-def _cached_stream(config, directory, vocab_size):
-  """A TrainStream over a feature cache of random features of the config's grid, with random
-  captions of `data.max_caption_length` words (no padding): what training on a cache reads."""
-  model = experiment.build_model(config, vocab_size)
+def _grid(encoder, config):
+  """(H, W, C): the grid `encoder` (built) makes of the config's images, what a cache holds."""
   size = config.data.image_size
-  grid = model.encoder.compute_output_shape((1, size, size, 3))[1:]  # (H, W, C)
+  return tuple(encoder.compute_output_shape((1, size, size, 3))[1:])
+
+
+def _cached_stream(config, directory, vocab_size, grid):
+  """A TrainStream over a feature cache of random features of shape `grid`, with random
+  captions of `data.max_caption_length` words (no padding): what training on a cache reads."""
   rng = np.random.default_rng(0)
   path = os.path.join(directory, "train.npy")
   array = np.lib.format.open_memmap(path, "w+", np.float16, (CACHE_IMAGES, *grid))
@@ -80,8 +84,7 @@ def _cached_stream(config, directory, vocab_size):
     image_ids=np.arange(CACHE_IMAGES, dtype=np.int64),
     captions=[["random"]] * CACHE_IMAGES,
   )
-  stream = pipeline.TrainStream(split, tokens, config.train.batch_size, config.seed)
-  return stream, grid
+  return pipeline.TrainStream(split, tokens, config.train.batch_size, config.seed)
 
 
 def _pipeline_rate(dataset, batch_size, batches=30):
@@ -124,7 +127,7 @@ def _sync(out):
     value.numpy()
 
 
-def _project_forward_flops(model, batch_size, image_key, image_shape, length):
+def _project_forward_flops(model, image_key, image_shape, length):
   """Matmul FLOPs of one training example's forward pass at `length` tokens per caption.
 
   Traced in inference mode: dropout changes no product (and its seed variable's updates do not
@@ -134,7 +137,6 @@ def _project_forward_flops(model, batch_size, image_key, image_shape, length):
     tf.TensorSpec([1, *image_shape], tf.uint8 if image_key == "image" else tf.float32),
     tf.TensorSpec([1, length - 1], tf.int32),
   )
-  del batch_size
   return flops.total(counts)
 
 
@@ -147,16 +149,20 @@ def run(job):
   vocab = job.get("vocab_size", VOCAB_SIZE)
   with tempfile.TemporaryDirectory() as directory:
     if tutorial_size:
-      stream, grid = _cached_stream(config, directory, vocab)
-      image_key, image_shape = "features", grid
-    else:
-      stream, grid = None, None
-    result = {**job, "batch_size": batch_size}
-    if job["kind"] == "project":
-      if tutorial_size:
+      if job["kind"] == "tutorial_port":  # only the grid's shape
+        encoder = encoders.build_encoder(config.model.encoder)
+        encoder.build((None, config.data.image_size, config.data.image_size, 3))
+        grid = _grid(encoder, config)
+      else:  # the project's model, which the project's step and the baseline train
         model = experiment.build_model(config, vocab)
         optimizers = experiment.build_optimizers(config, model)
         loss_fn = registry.call_with_section(losses.CaptionLoss, config.loss, "config.loss")
+        grid = _grid(model.encoder, config)
+      stream = _cached_stream(config, directory, vocab, grid)
+      image_key, image_shape = "features", grid
+    result = {**job, "batch_size": batch_size}
+    if job["kind"] == "project":
+      if tutorial_size:
         step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
         strategy = tf.distribute.get_strategy()
         train_step = train_step_lib.make_train_step(
@@ -184,8 +190,7 @@ def run(job):
         step_fn, batches, batch_size, job["windows"], job["window_seconds"], warmup
       )
       forward = {
-        n: _project_forward_flops(model, batch_size, image_key, image_shape, n)
-        for n in sorted(set(lengths))
+        n: _project_forward_flops(model, image_key, image_shape, n) for n in sorted(set(lengths))
       }
       mean_forward = float(np.mean([forward[n] for n in lengths]))
       result.update(
@@ -202,10 +207,7 @@ def run(job):
       batches = iter(stream.dataset(0))
       length = config.data.max_caption_length + 2
       if job["kind"] == "baseline":
-        model = experiment.build_model(config, vocab)
-        optimizer = experiment.build_optimizers(config, model)["optimizer"][0]
-        loss_fn = registry.call_with_section(losses.CaptionLoss, config.loss, "config.loss")
-        step = tutorial_steps.baseline_step(model, optimizer, loss_fn, PAD_ID)
+        step = tutorial_steps.baseline_step(model, optimizers["optimizer"][0], loss_fn, PAD_ID)
 
         def step_fn(batch):
           return length, step(batch)
@@ -219,7 +221,7 @@ def run(job):
             tf.TensorSpec([1, length], tf.int32),
           )
         )
-        useful = _project_forward_flops(model, batch_size, "features", grid, length)
+        useful = _project_forward_flops(model, "features", grid, length)
         result["dims"] = _dims(config, model, grid)
       else:
         port = tutorial_steps.TutorialPort(

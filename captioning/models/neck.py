@@ -61,22 +61,18 @@ class Neck(keras.layers.Layer):
       if relative_keypoints
       else None
     )
-    # "none": no position signal at all, neither appended nor learned (the paper's SAT; and a
-    # frozen feature cache then needs no gradient).
-    self.position = (
-      None
-      if position_channels == "none"
-      else layers.PositionEmbedding2D(name="position", dtype=policy)
-    )
     if position_channels not in POSITION_CHANNELS:
       raise ValueError(
         f"position_channels must be one of {POSITION_CHANNELS}, got {position_channels!r}"
       )
-    self.coordinates = (
-      None
-      if position_channels == "none"
-      else layers.AppendCoordinates(position_channels, name="coordinates", dtype=policy)
-    )
+    # "none": no position signal at all, neither appended nor learned (the paper's SAT; and a
+    # frozen feature cache then needs no gradient).
+    self.position = self.coordinates = None
+    if position_channels != "none":
+      self.position = layers.PositionEmbedding2D(name="position", dtype=policy)
+      self.coordinates = layers.AppendCoordinates(
+        position_channels, name="coordinates", dtype=policy
+      )
     self.flatten = layers.SpatialFlatten(name="flatten", dtype=policy)
     self.blocks = [
       layers.TransformerEncoderBlock(
