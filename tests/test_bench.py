@@ -89,6 +89,26 @@ def test_the_baseline_computes_the_project_loss_on_the_same_weights_and_batch():
   np.testing.assert_allclose(float(step.loss(batch)), float(expected), rtol=1e-5)
 
 
+def test_model_flops_are_the_step_by_step_maths_not_the_fused_recurrence():
+  config = bench_job.load_config("sat_tutorial_size", overrides=TINY_SAT)
+  model = experiment.build_model(config, 30)
+  counted = bench_job._project_forward_flops(model, "features", (7, 7, 576), 5)
+  assert model.decoder.fused_recurrence  # put back
+
+  def count(fused):
+    model.decoder.fused_recurrence = fused
+    return flops.total(
+      flops.matmul_flops(
+        lambda f, t: model({"features": f, "tokens": t})["logits"],
+        tf.TensorSpec([1, 7, 7, 576]),
+        tf.TensorSpec([1, 4], tf.int32),
+      )
+    )
+
+  # G = f W_z for 49 locations costs more than 4 steps' context products.
+  assert counted == count(False) < count(True)
+
+
 def keras_adam():
   import keras  # pylint: disable=import-outside-toplevel
 

@@ -73,3 +73,21 @@ def test_caption_loss_adds_the_weighted_penalty_and_checks_its_settings():
     losses.CaptionLoss(label_smoothing=1.0)
   with pytest.raises(ValueError, match="doubly_stochastic_weight"):
     losses.CaptionLoss(doubly_stochastic_weight=-1.0)
+
+
+def test_sparse_cross_entropy_equals_tf_and_its_gradient():
+  logits = tf.random.normal([3, 5, 11], seed=2) * 4.0
+  targets = tf.random.uniform([3, 5], 0, 11, tf.int32, seed=3)
+  weights = tf.random.uniform([3, 5], seed=4)  # a masked sum's upstream gradient
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(logits)
+    ours = losses.sparse_cross_entropy(targets, logits)
+    theirs = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+    ours_sum, theirs_sum = tf.reduce_sum(ours * weights), tf.reduce_sum(theirs * weights)
+  np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+    tape.gradient(ours_sum, logits), tape.gradient(theirs_sum, logits), rtol=1e-5, atol=1e-7
+  )
+  # Large logits do not overflow; a batch of one dimension works too.
+  big = tf.constant([[1000.0, 0.0, -1000.0]])
+  np.testing.assert_allclose(losses.sparse_cross_entropy(tf.constant([1]), big), [1000.0])

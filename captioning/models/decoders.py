@@ -144,6 +144,9 @@ class ShowAttendTellDecoder(CaptionDecoder):
     self.attention_dim = attention_dim
     self.dropout = dropout
     self.attention_coverage = attention_coverage
+    # Teacher forcing through `sat_recurrence` (not a config key: the same numbers either way);
+    # False runs `_call_loop`, the model's maths step by step, e.g. to count its FLOPs.
+    self.fused_recurrence = True
     self.attention_gate = attention_gate
     self.init_dropout = init_dropout
     self.init_moments = init_moments
@@ -257,7 +260,7 @@ class ShowAttendTellDecoder(CaptionDecoder):
         "Teacher forcing needs a static caption length; pad batches to a fixed "
         "length (the input pipeline does)."
       )
-    if self.attention_coverage:
+    if self.attention_coverage or not self.fused_recurrence:
       return self._call_loop(features, tokens, training)
     return self._call_fused(features, tokens, training)
 

@@ -15,8 +15,17 @@ The step, with h, c the previous state and P = W f + b_W the projected features 
   alpha = softmax_L(s v)                                float32, as `layers.AdditiveAttention`
   beta  = sigmoid(q)                                    1 without the gate
   z     = beta * alpha f                                [B, C]
-  [i, f, g, o] = y_t W_e + z W_z + g_h                  y_t W_e for all t in one product
+  [i, f, g, o] = y_t W_e + beta alpha G + g_h          G = f W_z [B, L, 4D], once per caption
   c' = sigmoid(f) c + sigmoid(i) tanh(g);  h' = sigmoid(o) tanh(c')     (keras.layers.LSTMCell)
+The context's share of the gates, z W_z = beta alpha (f W_z), is read from G, the features'
+projection onto the gates computed once per caption by one large product, instead of T products
+of [B, C] x [C, 4D] in the forward loop and T more for the context's gradient in the backward
+loop: per step, the loops then read G (as they would read f for z) and the state products.
+With L = 64 locations and T = 49 steps G costs more FLOPs than the per-step products it replaces
+(L > T), but as one product it runs near the machine's peak and off the recurrence's critical
+path, while the per-step products (only B rows, reading all of W_z) run slower, one after
+another (docs/performance.md has the measurements). The contexts z themselves (an
+output, for the deep output layer) are one batched product over all steps after the loop.
 The score bias b_v shifts every location's score alike, which the softmax ignores: it changes
 nothing and its gradient is zero. Inside, the recurrence is time-major ([T, B, ...]), so a step
 reads and writes contiguous rows. Under mixed precision the [B, L, A] part of the attention
@@ -63,7 +72,7 @@ def recurrence(embedded, features, projected, h0, c0, lstm, attention, gate=None
     xe, features, projected, h0, c0, kernel_z, recurrent_kernel, bias, *attention, *gate
   )
   batch_major = lambda x: tf.transpose(x, [1, 0, 2])
-  return batch_major(h), batch_major(z), batch_major(alpha), tf.transpose(beta)
+  return batch_major(h), z, batch_major(alpha), tf.transpose(beta)
 
 
 def _transposed(x):
@@ -86,30 +95,33 @@ def _make_fused(gated):
 
   @tf.custom_gradient
   def fused(xe, features, projected, h0, c0, wz, wh, bias, u, bu, v, bv, *gate):
-    """Time-major: xe [T, B, 4D] -> (H [T, B, D], Z [T, B, C], alpha [T, B, L], beta [T, B])."""
+    """xe [T, B, 4D] time-major -> (H [T, B, D], Z [B, T, C], alpha [T, B, L], beta [T, B])."""
     dtype = features.dtype
     num_steps, hidden, units = xe.shape[0], h0.shape[-1], u.shape[-1]
+    channels = features.shape[-1]
     sizes = [4 * hidden, units] + ([1] if gated else [])  # the columns of [g_h | a | q]
     w_state = tf.concat([wh, u, gate[0]] if gated else [wh, u], axis=1)  # [D, 4D + A (+ 1)]
     b_state = tf.concat([bias, bu, gate[1]] if gated else [bias, bu], axis=0)
-    batch = tf.shape(features)[0]
+    batch, locations = tf.shape(features)[0], tf.shape(features)[1]
     # The [B, L, A] work of the attention runs in float32 under mixed precision (see above).
     wide = tf.float32 if dtype in (tf.bfloat16, tf.float16) else dtype
     projected_w, v_w = tf.cast(projected, wide), tf.cast(v, wide)
-    features_t = _transposed(features)  # [B, C, L]: the faster layout for both products below
+    # G^T = (f W_z)^T [B, 4D, L]: every location's share of the gates, once per caption.
+    g_t = _transposed(
+      tf.reshape(tf.matmul(tf.reshape(features, [-1, channels]), wz), [batch, locations, -1])
+    )
     h, c = h0, c0
     saved = []  # per step, what the backward step reads
-    hs, zs, alphas, betas = [], [], [], []
+    hs, alphas, betas = [], [], []
     for t in range(num_steps):
       g_h, a, *q = tf.split(tf.nn.bias_add(tf.matmul(h, w_state), b_state), sizes, axis=1)
       s = tf.tanh(projected_w + tf.cast(a, wide)[:, tf.newaxis, :])  # [B, L, A]
       scores = tf.reshape(tf.matmul(tf.reshape(s, [-1, units]), v_w), [batch, -1])  # [B, L]
       alpha32 = tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1)
       alpha = tf.cast(alpha32, dtype)
-      context = tf.squeeze(tf.matmul(alpha[:, tf.newaxis, :], features_t, transpose_b=True), 1)
+      ag = tf.squeeze(tf.matmul(alpha[:, tf.newaxis, :], g_t, transpose_b=True), 1)  # [B, 4D]
       beta = tf.sigmoid(q[0]) if gated else None  # [B, 1]
-      z = beta * context if gated else context
-      gates = xe[t] + tf.matmul(z, wz) + g_h  # [B, 4D]
+      gates = xe[t] + (beta * ag if gated else ag) + g_h  # z W_z = beta alpha G
       sig = tf.sigmoid(gates)  # the g quarter is unused: one op beats three
       gi, gf, go = sig[:, :hidden], sig[:, hidden : 2 * hidden], sig[:, 3 * hidden :]
       gg = tf.tanh(gates[:, 2 * hidden : 3 * hidden])
@@ -117,25 +129,33 @@ def _make_fused(gated):
       c = gf * c + gi * gg
       tc = tf.tanh(c)
       h = go * tc
-      saved.append((c_prev, gi, gf, go, gg, tc, s, alpha32, context, beta))
+      saved.append((c_prev, gi, gf, go, gg, tc, s, alpha32, ag, beta))
       hs.append(h)
-      zs.append(z)
       alphas.append(alpha)
-      betas.append(beta[:, 0] if gated else tf.ones_like(context[:, 0]))
-    outputs = tuple(tf.stack(x) for x in (hs, zs, alphas, betas))
+      betas.append(beta[:, 0] if gated else tf.ones_like(alpha[:, 0]))
+    hs, alphas, betas = tf.stack(hs), tf.stack(alphas), tf.stack(betas)
+    alpha_b = tf.transpose(alphas, [1, 0, 2])  # [B, T, L]
+    beta_b = tf.transpose(betas)[:, :, tf.newaxis]  # [B, T, 1]
+    contexts = tf.matmul(alpha_b, features)  # [B, T, C], all steps in one product
+    outputs = (hs, contexts * beta_b if gated else contexts, alphas, betas)
 
     def grad(*d_outputs):
-      d_hs, d_zs, d_alphas, d_betas = (
+      d_hs, d_z, d_alphas, d_betas = (
         tf.zeros_like(x) if d is None else d for d, x in zip(d_outputs, outputs)
       )
-      wz_t = _transposed(wz)  # [4D, C]
       w_state_t = _transposed(w_state)  # [4D + A (+ 1), D]
       v_row = tf.reshape(v_w, [units])
+      # The Z output's share of the alpha and beta gradients, for all steps at once.
+      d_context = d_z * beta_b if gated else d_z  # [B, T, C]
+      d_alpha_z = tf.transpose(tf.matmul(d_context, features, transpose_b=True), [1, 0, 2])
+      d_alphas = d_alphas + d_alpha_z  # [T, B, L]
+      if gated:
+        d_betas = d_betas + tf.transpose(tf.reduce_sum(d_z * contexts, -1))  # [T, B]
       dh = tf.zeros_like(h0)
       dc = tf.zeros_like(c0)
-      d_gates_all, d_rests, d_contexts, d_pres, d_vs = [], [], [], [], []
+      d_gates_all, d_rests, d_ags, d_pres, d_vs = [], [], [], [], []
       for t in reversed(range(num_steps)):
-        c_prev, gi, gf, go, gg, tc, s, alpha32, context, beta = saved[t]
+        c_prev, gi, gf, go, gg, tc, s, alpha32, ag, beta = saved[t]
         dh = dh + d_hs[t]
         dc = dc + tf.raw_ops.TanhGrad(y=tc, dy=dh * go)
         d_gates = tf.concat(
@@ -148,9 +168,8 @@ def _make_fused(gated):
           axis=1,
         )  # [B, 4D]
         dc = dc * gf
-        dz = d_zs[t] + tf.matmul(d_gates, wz_t)  # [B, C]
-        d_context = dz * beta if gated else dz
-        d_alpha = tf.squeeze(tf.matmul(d_context[:, tf.newaxis, :], features_t), 1)  # [B, L]
+        d_ag = d_gates * beta if gated else d_gates  # d (alpha G)
+        d_alpha = tf.squeeze(tf.matmul(d_ag[:, tf.newaxis, :], g_t), 1)  # [B, L]
         d_alpha32 = tf.cast(d_alpha + d_alphas[t], tf.float32)
         d_scores32 = alpha32 * (d_alpha32 - tf.reduce_sum(d_alpha32 * alpha32, -1, keepdims=True))
         d_scores = tf.cast(d_scores32, wide)  # [B, L]
@@ -159,26 +178,29 @@ def _make_fused(gated):
         d_pres.append(d_pre)
         d_rest = [tf.cast(tf.reduce_sum(d_pre, axis=1), dtype)]  # d a [B, A]
         if gated:
-          d_beta = tf.reduce_sum(dz * context, -1, keepdims=True) + d_betas[t][:, tf.newaxis]
+          d_beta = tf.reduce_sum(d_gates * ag, -1, keepdims=True) + d_betas[t][:, tf.newaxis]
           d_rest.append(tf.raw_ops.SigmoidGrad(y=beta, dy=d_beta))  # d q [B, 1]
         d_rest = tf.concat(d_rest, axis=1) if gated else d_rest[0]
         d_gates_all.append(d_gates)
         d_rests.append(d_rest)
-        d_contexts.append(d_context)
+        d_ags.append(d_ag)
         dh = tf.matmul(tf.concat([d_gates, d_rest], axis=1), w_state_t)  # [B, D]
       # Back in time order; each weight gradient is one product over all T * B rows.
       d_xe = tf.stack(d_gates_all[::-1])  # [T, B, 4D]
       d_rest = tf.stack(d_rests[::-1])  # [T, B, A (+ 1)]
-      rows = lambda x: tf.reshape(x, [-1, x.shape[-1]])  # [T, B, N] -> [T*B, N]
-      h_prev = rows(tf.concat([h0[tf.newaxis], outputs[0][:-1]], axis=0))  # [T*B, D]
+      rows = lambda x: tf.reshape(x, [-1, x.shape[-1]])  # [..., N] -> [rows, N]
+      h_prev = rows(tf.concat([h0[tf.newaxis], hs[:-1]], axis=0))  # [T*B, D]
       d_wh = tf.matmul(h_prev, rows(d_xe), transpose_a=True)  # [D, 4D]
       d_w_rest = tf.matmul(h_prev, rows(d_rest), transpose_a=True)  # [D, A (+ 1)]
-      d_wz = tf.matmul(rows(outputs[1]), rows(d_xe), transpose_a=True)  # [C, 4D]
       d_bias = tf.reduce_sum(rows(d_xe), 0)
       d_b_rest = tf.reduce_sum(rows(d_rest), 0)
-      # d features = sum_t alpha_t^T d context_t, per image: [B, L, T] x [B, T, C].
-      d_features = tf.matmul(
-        tf.transpose(outputs[2], [1, 2, 0]), tf.transpose(tf.stack(d_contexts[::-1]), [1, 0, 2])
+      # d G = sum_t alpha_t^T d(alpha G)_t per image: [B, L, T] x [B, T, 4D]; then W_z's and
+      # the features' gradients through G = f W_z.
+      alpha_l = tf.transpose(alphas, [1, 2, 0])  # [B, L, T]
+      d_g = tf.matmul(alpha_l, tf.transpose(tf.stack(d_ags[::-1]), [1, 0, 2]))  # [B, L, 4D]
+      d_wz = tf.matmul(rows(features), rows(d_g), transpose_a=True)  # [C, 4D]
+      d_features = tf.matmul(alpha_l, d_context) + tf.reshape(
+        tf.matmul(rows(d_g), wz, transpose_b=True), tf.shape(features)
       )
       grads = [
         d_xe,
