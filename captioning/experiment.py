@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from captioning import config_checks
 from captioning import files
+from captioning import optimizers as optimizers_lib
 from captioning import runtime
 from captioning.data import tokenizer as tokenizer_lib
 from captioning.models import captioner
@@ -189,8 +190,9 @@ def learning_rate_schedule(train_config):
 
 
 def build_optimizer(train_config):
-  """The optimizer a config trains with: AdamW on `learning_rate_schedule`."""
-  return keras.optimizers.AdamW(
+  """The optimizer a config trains with: AdamW (fused, `optimizers.FusedAdamW`) on
+  `learning_rate_schedule`."""
+  return optimizers_lib.FusedAdamW(
     learning_rate_schedule(train_config), weight_decay=train_config.weight_decay
   )
 
@@ -222,7 +224,7 @@ def build_optimizers(config, model):
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
   optimizers = {"optimizer": (optimizer, head)}
   if tuned:
-    backbone = keras.optimizers.AdamW(
+    backbone = optimizers_lib.FusedAdamW(
       fine_tune.learning_rate, weight_decay=config.train.weight_decay
     )
     optimizers["backbone_optimizer"] = (backbone, tuned)

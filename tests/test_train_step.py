@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from captioning import losses
+from captioning import optimizers
 from captioning import train_step
 from captioning import trainer
 import helpers
@@ -49,10 +50,10 @@ class PoisonedLoss(losses.CaptionLoss):
 
 
 def make(model, clip=5.0, micro_batches=1, strategy=None, loss=None):
-  """(train step, optimizer) over a model, with a fresh AdamW."""
+  """(train step, optimizer) over a model, with a fresh AdamW (fused, as training builds)."""
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
-    optimizer = keras.optimizers.AdamW(1e-2)
+    optimizer = optimizers.FusedAdamW(1e-2)
     optimizer.build(model.trainable_variables)
   config = ml_collections.ConfigDict(
     {"grad_clip_norm": clip, "grad_accumulation_steps": micro_batches, "jit_compile": False}
