@@ -38,10 +38,11 @@ def masked_cross_entropy_sum(targets, logits, mask, label_smoothing=0.0):
 def sparse_cross_entropy(targets, logits):
   """Per-token cross-entropy, as `tf.nn.sparse_softmax_cross_entropy_with_logits`, faster on CPU.
 
-  The same numbers (log-sum-exp minus the target's logit), from a few multithreaded passes over
-  the [..., V] logits; TF's fused kernel runs on one thread on CPU, which made it the slowest op
-  of a training step at a 5,000-word vocabulary (docs/performance.md). Its gradient is
-  softmax - one_hot, formed from the forward pass's exponentials with one scatter at the targets.
+  The same numbers (log-sum-exp minus the target's logit), from a few passes over the [..., V]
+  logits, each spread over the CPU's threads. TF's fused kernel took 36 ms for the forward and
+  backward pass of [64, 49, 5000] logits on 2 cores, this 15 ms; in a training step it was the
+  slowest op after the matmuls (docs/performance.md). The gradient is softmax - one_hot, formed
+  from the forward pass's exponentials with one scatter at the targets.
 
   Args:
     targets: int [...] ids in [0, V).
@@ -91,8 +92,8 @@ def correct_tokens(targets, logits, mask):
   """How many unmasked targets the teacher-forced argmax predicts (float32 scalar).
 
   A target whose logit ties for the top counts as predicted. Compared with the maximum rather
-  than found with `tf.argmax`, which runs on one thread on CPU (a few times slower than this
-  at a 5,000-word vocabulary, on the training step's critical path).
+  than found with `tf.argmax`: at a 5,000-word vocabulary on 2 CPU cores `tf.argmax` took
+  about 8 ms of a training step, the maximum about 2 ms.
   """
   batch_dims = len(targets.shape)
   target_logits = tf.gather(logits, targets, axis=batch_dims, batch_dims=batch_dims)

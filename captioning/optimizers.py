@@ -4,9 +4,7 @@
 the bias-corrected step, the division), each a pass over the variable's memory. `FusedAdamW`
 is the same optimizer (the same variables, slots, schedule, weight decay, checkpoints and
 numbers up to rounding) whose dense update is TF's fused `ResourceApplyAdam` kernel: one pass.
-On a 2-core CPU this took the SAT tutorial-size step's optimizer update from about 30 ms to
-about 10 ms (docs/performance.md). Sparse gradients, AMSGrad and other backends fall back to
-Keras's update.
+Sparse gradients, AMSGrad and other backends fall back to Keras's update.
 """
 
 import keras
