@@ -13,7 +13,10 @@ feature cache (`features.CachedFeatures`, float16 on disk) with random 50-token 
 `sat_tutorial_size` the run also times, with the same data, the same SAT maths trained the
 tutorials' way (`tutorial_steps.baseline_step`) and the TensorFlow tutorial's own model and
 step (`tutorial_steps.TutorialPort`), and reports the ratios; their `mfu` counts the FLOPs they
-execute, `useful_mfu` only those of the model's maths (not the recomputed projections). Decode
+execute, `useful_mfu` only those of the model's maths (not the recomputed projections). The
+jobs of the ratios to the tutorial's step run in `--rounds` rounds, one after another: a ratio
+is the median of the rounds' ratios (each from runs minutes apart at most), and a job's
+reported result is its median round, with every round's rate beside it. Decode
 captions/sec come from `results/decode_*.json` where `decode.py` wrote them.
 docs/performance.md has the results.
 """
@@ -35,6 +38,7 @@ if ROOT not in sys.path:  # run as a script: the package and `benchmarks` import
 
 from benchmarks import bench_job  # noqa: E402
 from benchmarks import peak  # noqa: E402
+from benchmarks import rounds  # noqa: E402
 from captioning import files  # noqa: E402
 from captioning import runtime  # noqa: E402
 
@@ -47,6 +51,13 @@ _JIT = flags.DEFINE_bool("jit_compile", False, "Also time each config with XLA."
 _WINDOWS = flags.DEFINE_integer("windows", 5, "Timed windows per variant.", lower_bound=1)
 _SECONDS = flags.DEFINE_float("window_seconds", 3.0, "About how long each window runs.")
 _TUTORIAL = flags.DEFINE_bool("tutorials", True, "Time the baseline and the tutorial's port.")
+_ROUNDS = flags.DEFINE_integer(
+  "rounds",
+  3,
+  "How many times the jobs of the ratios to the tutorial's step (sat_tutorial_size and the "
+  "port) run, one round after another: each ratio is the median of the rounds' ratios.",
+  lower_bound=1,
+)
 _OUTPUT = flags.DEFINE_string(
   "output", None, "Where to write the JSON (default results/bench_<N>cpu_<machine>.json)."
 )
@@ -89,22 +100,21 @@ def _decode_rates():
   return rates
 
 
-def _ratio(results, a, b):
-  if a in results and b in results and "error" not in results[a] and "error" not in results[b]:
-    return results[a]["train_examples_per_sec"] / results[b]["train_examples_per_sec"]
-  return None
+def _summary(runs, results):
+  """The goals' ratios, each the median over rounds of same-round ratios, and the MFUs."""
 
-
-def _summary(results):
   def key(kind, precision="float32"):
     return f"sat_tutorial_size/{kind}/{precision}"
 
+  port, fp32, bf16 = key("tutorial_port"), key("project"), key("project", "mixed_bfloat16")
   return {
-    "sat_tutorial_size_fp32_over_baseline": _ratio(results, key("project"), key("baseline")),
-    "sat_tutorial_size_fp32_over_tutorial": _ratio(results, key("project"), key("tutorial_port")),
-    "sat_tutorial_size_bf16_over_tutorial": _ratio(
-      results, key("project", "mixed_bfloat16"), key("tutorial_port")
-    ),
+    "sat_tutorial_size_fp32_over_baseline": rounds.ratio(runs, fp32, key("baseline")),
+    "sat_tutorial_size_fp32_over_tutorial": rounds.ratio(runs, fp32, port),
+    "sat_tutorial_size_bf16_over_tutorial": rounds.ratio(runs, bf16, port),
+    "rounds": {
+      "fp32_over_tutorial": rounds.round_ratios(runs, fp32, port),
+      "bf16_over_tutorial": rounds.round_ratios(runs, bf16, port),
+    },
     "goals": {
       "sat_tutorial_size_fp32_over_baseline": 3.0,
       "sat_tutorial_size_fp32_over_tutorial": 1.5,
@@ -131,9 +141,9 @@ def main(argv):
   if "mixed_bfloat16" in _PRECISIONS.value:
     peaks["bfloat16"] = peak.matmul_peak("bfloat16")
     print(f"bfloat16 matmul peak: {peaks['bfloat16']['gflops']:.1f} GFLOP/s", flush=True)
-  results = {}
-  for job in _jobs():
-    name = f"{job['config']}/{job['kind']}/{job['precision']}" + ("/xla" if job["jit"] else "")
+  runs = {}  # name -> the job's result in each round
+  for job in rounds.schedule(_jobs(), _ROUNDS.value):
+    name = rounds.name(job)
     result = _run_job(job)
     if "train_flops_per_example" in result:
       achieved = result["train_flops_per_example"] * result["train_examples_per_sec"]
@@ -144,7 +154,7 @@ def main(argv):
         result["useful_mfu"] = useful / (peaks["float32"]["gflops"] * 1e9)
       if "bfloat16" in peaks and job["precision"] != "float32":
         result["mfu_of_bf16_peak"] = achieved / (peaks["bfloat16"]["gflops"] * 1e9)
-    results[name] = result
+    runs.setdefault(name, []).append(result)
     print(
       name,
       json.dumps({k: result.get(k) for k in ("train_examples_per_sec", "mfu", "error")}),
@@ -152,11 +162,12 @@ def main(argv):
     )
   # A second peak at the end: the machine's state may have drifted over the run.
   again = peak.matmul_peak("float32")
+  results = {name: rounds.median_round(job_runs) for name, job_runs in runs.items()}
   report = {
     "peak_float32": peaks["float32"],
     "peak_float32_at_end": again,
     "peak_bfloat16": peaks.get("bfloat16"),
-    "summary": _summary(results),
+    "summary": _summary(runs, results),
     "results": results,
     "decode_captions_per_sec": _decode_rates(),
     "seconds": time.time() - start,

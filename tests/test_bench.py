@@ -9,6 +9,7 @@ import tensorflow as tf
 from benchmarks import bench_job
 from benchmarks import flops
 from benchmarks import peak
+from benchmarks import rounds
 from benchmarks import tutorial_steps
 from captioning import experiment
 from captioning import losses
@@ -143,3 +144,23 @@ def test_a_job_reports_its_rate_flops_and_memory(config, kind, overrides):
   assert result["peak_host_memory_mb"] > 0
   if kind == "tutorial_port":  # W1(features) at every step is not useful work
     assert 0 < result["useful_train_flops_per_example"] < result["train_flops_per_example"]
+
+
+def test_ratios_pair_the_rounds_and_take_their_median():
+  sat = {"config": "sat_tutorial_size", "kind": "project", "precision": "float32", "jit": False}
+  port = {**sat, "kind": "tutorial_port"}
+  base = {**sat, "kind": "baseline"}
+  other = {**sat, "config": "shapes_sat"}
+  assert rounds.schedule([other, sat, base, port], 3) == [other, sat, base, port] + [sat, port] * 2
+  rate = lambda r: {"train_examples_per_sec": r}
+  runs = {
+    rounds.name(sat): [rate(90.0), rate(100.0), rate(110.0)],
+    rounds.name(port): [rate(60.0), rate(80.0), rate(55.0)],
+    rounds.name(base): [rate(30.0)],
+  }
+  # Same-round ratios 1.5, 1.25, 2.0: the median is 1.5 (not 100 / 60 from the medians).
+  assert rounds.ratio(runs, rounds.name(sat), rounds.name(port)) == 1.5
+  assert rounds.ratio(runs, rounds.name(sat), rounds.name(base)) == 3.0  # round 1 only
+  chosen = rounds.median_round(runs[rounds.name(port)] + [{"error": "crashed"}])
+  assert chosen["train_examples_per_sec"] == 60.0
+  assert chosen["round_examples_per_sec"] == [60.0, 80.0, 55.0]
