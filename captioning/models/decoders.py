@@ -288,17 +288,18 @@ class ShowAttendTellDecoder(CaptionDecoder):
     read = lambda variable: tf.cast(variable, self.compute_dtype)  # the layers' own variables
     features = tf.cast(features, self.compute_dtype)
     embedded = self.embedding(tokens)  # [B, T, E]
-    memory = self.prepare(features)
-    state = self.initial_state(memory, training=training)
+    # The attention's feature projection is part of the recurrence's op, not `prepare`'s.
+    state = self.initial_state({"features": features}, training=training)
     cell, attention = self.cell, self.attention
     h, z, alpha, beta = sat_recurrence.recurrence(
       embedded,
-      memory["features"],
-      memory["projected"],
+      features,
       state["h"],
       state["c"],
       lstm=(read(cell.kernel), read(cell.recurrent_kernel), read(cell.bias)),
       attention=(
+        read(attention.feature_dense.kernel),
+        read(attention.feature_dense.bias),
         read(attention.state_dense.kernel),
         read(attention.state_dense.bias),
         read(attention.score_dense.kernel),

@@ -129,11 +129,14 @@ def test_recurrence_is_that_of_keras_lstm_cell_attention_and_gate():
   actual = sat_recurrence.recurrence(
     embedded,
     features,
-    projected,
     h,
     c,
     lstm=(value(cell.kernel), value(cell.recurrent_kernel), value(cell.bias)),
-    attention=[value(v) for v in (*attention.state_dense.weights, *attention.score_dense.weights)],
+    attention=[
+      value(v)
+      for layer in (attention.feature_dense, attention.state_dense, attention.score_dense)
+      for v in layer.weights
+    ],
     gate=(value(gate.kernel), value(gate.bias)),
   )
   expected = [[], [], [], []]  # H, Z, alpha, beta
