@@ -12,6 +12,15 @@ from captioning.models import decoders
 from captioning.models import encoders
 from captioning.models import layers
 from captioning.models import neck
+from captioning.models import output_projection
 from captioning.models import transformer
 
-__all__ = ["captioner", "decoders", "encoders", "layers", "neck", "transformer"]
+__all__ = [
+  "captioner",
+  "decoders",
+  "encoders",
+  "layers",
+  "neck",
+  "output_projection",
+  "transformer",
+]

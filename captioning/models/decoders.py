@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from captioning import registry
 from captioning.models import layers
+from captioning.models import output_projection
 from captioning.models import sat_recurrence
 
 DECODERS = registry.Registry(
@@ -175,9 +176,10 @@ class ShowAttendTellDecoder(CaptionDecoder):
       if output_bias is None
       else keras.initializers.Constant(tf.convert_to_tensor(output_bias, tf.float32))
     )
-    # Logits stay float32 under mixed precision, so the softmax is numerically safe.
-    self.logits = keras.layers.Dense(
-      vocab_size, bias_initializer=bias_init, name="logits", dtype="float32"
+    # Logits stay float32 under mixed precision, so the softmax is numerically safe; the
+    # projection's backward products run in the compute dtype, as every other layer's.
+    self.logits = output_projection.VocabularyProjection(
+      vocab_size, bias_initializer=bias_init, name="logits", dtype=policy
     )
 
   def build(self, features_shape, tokens_shape=None):

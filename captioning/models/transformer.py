@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from captioning.models import decoders
 from captioning.models import layers
+from captioning.models import output_projection
 
 
 @keras.saving.register_keras_serializable(package="captioning")
@@ -103,8 +104,10 @@ class TransformerDecoder(decoders.CaptionDecoder):
     self.logits = (
       None
       if tie_embeddings
-      else keras.layers.Dense(
-        vocab_size, bias_initializer=self.bias_init, name="logits", dtype="float32"
+      else output_projection.VocabularyProjection(
+        vocab_size,
+        bias_initializer=self.bias_init,
+        name="logits",
       )
     )
 

@@ -10,6 +10,7 @@ from captioning.models import decoders
 from captioning.models import encoders
 from captioning.models import layers
 from captioning.models import neck
+from captioning.models import output_projection
 from captioning.models import transformer
 import layer_testing
 
@@ -30,6 +31,15 @@ def _images(batch=2, size=32):
 CASES = [
   ("spatial_flatten", layers.SpatialFlatten, {}, [_normal(2, 3, 4, 5)], {}, (2, 12, 5), {}),
   ("threshold", layers.Threshold, {"threshold": 0.1}, [_normal(2, 6)], {}, (2, 6), {}),
+  (
+    "vocabulary_projection",
+    output_projection.VocabularyProjection,
+    {"units": 9},
+    [_normal(2, 5, 6)],
+    {},
+    (2, 5, 9),
+    {},
+  ),
   ("position_2d", layers.PositionEmbedding2D, {}, [_normal(2, 3, 4, 5)], {}, (2, 3, 4, 5), {}),
   (
     "coordinates_linear",
