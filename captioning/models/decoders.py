@@ -179,7 +179,7 @@ class ShowAttendTellDecoder(CaptionDecoder):
     # Logits stay float32 under mixed precision, so the softmax is numerically safe; the
     # projection's backward products run in the compute dtype, as every other layer's.
     self.logits = output_projection.VocabularyProjection(
-      vocab_size, bias_initializer=bias_init, name="logits", dtype=policy
+      vocab_size, bias_initializer=bias_init, name="logits", dtype="float32"
     )
 
   def build(self, features_shape, tokens_shape=None):

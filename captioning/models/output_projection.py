@@ -19,6 +19,8 @@ and returned in float32, the bias's is a float32 sum. With float32 inputs it is
 import keras
 import tensorflow as tf
 
+from captioning.models import layers
+
 
 @keras.saving.register_keras_serializable(package="captioning")
 class VocabularyProjection(keras.layers.Dense):
@@ -66,10 +68,8 @@ def _project(x, kernel, bias):
     d_rows = tf.cast(d_wide, x.dtype)
     dx = tf.matmul(d_rows, tf.cast(kernel, x.dtype), transpose_b=True)  # [R, K]
     d_kernel = tf.matmul(rows, d_rows, transpose_a=True)  # [K, V]
-    # The bias's gradient, a float32 sum over the rows, as a product with a row of ones:
-    # several times faster on CPU than tf.reduce_sum over the first axis.
-    d_bias = tf.matmul(tf.ones([1, tf.shape(d_wide)[0]], d_wide.dtype), d_wide)
-    return tf.reshape(dx, shape), tf.cast(d_kernel, kernel.dtype), tf.reshape(d_bias, [-1])
+    d_bias = layers.column_sums(d_wide)  # float32
+    return tf.reshape(dx, shape), tf.cast(d_kernel, kernel.dtype), d_bias
 
   out_shape = tf.concat([shape[:-1], tf.shape(kernel)[-1:]], 0)
   return tf.reshape(logits, out_shape), grad

@@ -42,6 +42,8 @@ is not worth copying.
 
 import tensorflow as tf
 
+from captioning.models import layers
+
 
 def recurrence(embedded, features, h0, c0, lstm, attention, gate=None):
   """Runs the teacher-forced recurrence over all T steps.
@@ -85,23 +87,17 @@ def recurrence(embedded, features, h0, c0, lstm, attention, gate=None):
   return batch_major(h), z, batch_major(alpha), tf.transpose(beta)
 
 
-def _in_turn(*thunks, after=None):
+def _in_turn(*thunks):
   """Runs `thunks` (each makes one large product) one after another; returns their results.
 
   Two large products running at once on a 2-core CPU share its cores and its cache and take
   longer than one after the other: W_z's and W's gradients at `sat_tutorial_size` took 94 ms
-  together against 80 ms in turn (float32). The first waits for `after`, when given."""
-  results = [] if after is None else [after]
+  together against 80 ms in turn (float32)."""
+  results = []
   for thunk in thunks:
     with tf.control_dependencies(results[-1:]):
       results.append(thunk())
-  return results if after is None else results[1:]
-
-
-def _column_sums(x):
-  """Sums `x` [R, N] over its rows as a [1, R] x [R, N] product: several times faster than
-  tf.reduce_sum over axis 0 on CPU (e.g. 0.7 against 4.5 ms for [3136, 2048] float32)."""
-  return tf.reshape(tf.matmul(tf.ones([1, tf.shape(x)[0]], x.dtype), x), [-1])
+  return results
 
 
 def _transposed(x):
@@ -231,16 +227,16 @@ def _make_fused(gated):
       # G (T*B rows, not L*B).
       z_rows = rows(tf.transpose(outputs[1], [1, 0, 2]))  # [T*B, C]
       d_projected = rows(tf.cast(tf.add_n(d_pres), dtype))  # [B*L, A], memory-bound
-      d_wz, d_wa, d_wh, d_w_rest, d_we, d_embedded = _in_turn(
-        lambda: tf.matmul(z_rows, d_xe, transpose_a=True),  # [C, 4D]
-        lambda: tf.matmul(rows(features), d_projected, transpose_a=True),  # [C, A]
-        lambda: tf.matmul(h_prev, d_xe, transpose_a=True),  # [D, 4D]
-        lambda: tf.matmul(h_prev, d_rest, transpose_a=True),  # [D, A (+ 1)]
-        lambda: tf.matmul(rows(embedded), d_xe, transpose_a=True),  # [E, 4D]
-        lambda: tf.matmul(d_xe, we, transpose_b=True),  # [T*B, E]
-        after=d_projected,
-      )
-      d_bias, d_b_rest, d_ba = map(_column_sums, (d_xe, d_rest, d_projected))
+      with tf.control_dependencies([d_projected]):  # not beside the products either
+        d_wz, d_wa, d_wh, d_w_rest, d_we, d_embedded = _in_turn(
+          lambda: tf.matmul(z_rows, d_xe, transpose_a=True),  # [C, 4D]
+          lambda: tf.matmul(rows(features), d_projected, transpose_a=True),  # [C, A]
+          lambda: tf.matmul(h_prev, d_xe, transpose_a=True),  # [D, 4D]
+          lambda: tf.matmul(h_prev, d_rest, transpose_a=True),  # [D, A (+ 1)]
+          lambda: tf.matmul(rows(embedded), d_xe, transpose_a=True),  # [E, 4D]
+          lambda: tf.matmul(d_xe, we, transpose_b=True),  # [T*B, E]
+        )
+      d_bias, d_b_rest, d_ba = map(layers.column_sums, (d_xe, d_rest, d_projected))
       # The features' gradient (when needed): through the contexts, through G = f W_z with
       # d G = sum_t alpha_t^T d(alpha G)_t per image ([B, L, T] x [B, T, 4D]), and through P.
       alpha_l = tf.transpose(alphas, [1, 2, 0])  # [B, L, T]

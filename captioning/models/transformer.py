@@ -108,6 +108,7 @@ class TransformerDecoder(decoders.CaptionDecoder):
         vocab_size,
         bias_initializer=self.bias_init,
         name="logits",
+        dtype="float32",
       )
     )
 
