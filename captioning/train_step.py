@@ -187,9 +187,11 @@ def make_train_step(model, optimizers, loss_fn, strategy, pad_id, train_config, 
     finite = tf.logical_and(
       loss_finite, tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values])
     )
-    clipped, grad_norm = tf.clip_by_global_norm(grads, train_config.grad_clip_norm)
-    share = lambda g: tf.where(finite, g / num_replicas, tf.zeros_like(g))
-    clipped = [_map(share, g) for g in clipped]
+    # Clipping to the global norm and this replica's share are one pass over the gradients (a
+    # non-finite step is skipped whole in update_or_skip, so its values are never applied).
+    grad_norm = tf.linalg.global_norm(grads)
+    scale = tf.minimum(1.0, train_config.grad_clip_norm / grad_norm) / num_replicas
+    clipped = [_map(lambda g: g * tf.cast(scale, g.dtype), g) for g in grads]
     context.merge_call(lambda d, g, f: update_or_skip(d, active, g, f), args=(clipped, finite))
     overflow = tf.logical_and(tf.logical_not(finite), loss_finite)
     if scaler is None:  # without loss scaling, every non-finite gradient is a fault

@@ -245,3 +245,35 @@ def test_mirrored_strategy_matches_one_device_on_the_global_batch():
     np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-5)  # float32 sums' order
   for run in (one, mirrored):  # the NaN step is skipped under both
     assert run["skipped"] == 1.0 and run["unchanged"] and run["iterations"] == 1
+
+
+def test_the_update_is_the_gradient_scaled_down_to_the_clip_norm():
+  """With plain SGD (learning rate 1) the update is -g without clipping, and -g c / |g| when
+  the global norm |g| exceeds the clip norm c."""
+  initial = [v.numpy() for v in fresh_model().weights]
+  updates = {}
+  for clip in (1e9, 0.05):
+    model = fresh_model(initial)
+    optimizer = keras.optimizers.SGD(1.0)
+    optimizer.build(model.trainable_variables)
+    config = ml_collections.ConfigDict(
+      {"grad_clip_norm": clip, "grad_accumulation_steps": 1, "jit_compile": False}
+    )
+    step = train_step.make_train_step(
+      model,
+      {"optimizer": (optimizer, model.trainable_variables)},
+      losses.CaptionLoss(),
+      tf.distribute.get_strategy(),
+      PAD,
+      config,
+    )
+    before = [v.numpy() for v in model.trainable_variables]
+    metrics = step(batch())
+    after = [v.numpy() for v in model.trainable_variables]
+    updates[clip] = ([a - b for a, b in zip(after, before)], float(metrics["grad_norm"]))
+  unclipped, norm = updates[1e9]
+  clipped, clipped_norm = updates[0.05]
+  assert clipped_norm == pytest.approx(norm, rel=1e-5) and norm > 0.05
+  assert np.sqrt(sum(np.sum(u**2) for u in unclipped)) == pytest.approx(norm, rel=1e-4)
+  for a, b in zip(clipped, unclipped):
+    np.testing.assert_allclose(a, b * 0.05 / norm, rtol=1e-3, atol=1e-7)
