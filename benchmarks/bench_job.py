@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from benchmarks import flops
 from benchmarks import tutorial_steps
+from captioning import config_files
 from captioning import experiment
 from captioning import features as features_lib
 from captioning import losses
@@ -28,7 +29,6 @@ from captioning.data import datasets
 from captioning.data import pipeline
 from captioning.models import encoders
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Random features and captions of the tutorial-size configs: images in the cache, and ids.
 CACHE_IMAGES = 256
 VOCAB_SIZE = 5000  # the tutorials' vocabulary
@@ -38,25 +38,13 @@ PAD_ID, START_ID, END_ID, FIRST_WORD_ID = 0, 1, 2, 4
 def load_config(name, precision="float32", jit=False, overrides=None):
   """configs/NAME.py with the job's precision and XLA setting, and no downloads; `overrides`
   {dotted key: value} change more (the tests' tiny sizes)."""
-  path = os.path.join(ROOT, "configs", f"{name}.py")
-  import importlib.util  # pylint: disable=import-outside-toplevel
-
-  spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = config_files.load(name)
   config.unlock()
   config.train.mixed_precision = None if precision == "float32" else precision
   config.train.jit_compile = bool(jit)
   if "weights" in config.model.encoder:
     config.model.encoder.weights = "none"
-  for key, value in (overrides or {}).items():
-    *parents, field = key.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[field] = value
-  return config
+  return config_files.override(config, overrides)
 
 
 def _grid(encoder, config):

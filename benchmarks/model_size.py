@@ -13,7 +13,6 @@ with its neck ("encoder") and the rest ("decoder"). The vocabulary is the shapes
 """
 
 import glob
-import importlib.util
 import json
 import os
 
@@ -22,6 +21,7 @@ from absl import flags
 import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants
 
+from captioning import config_files
 from captioning import experiment
 from captioning import files
 from captioning import runtime
@@ -34,15 +34,6 @@ _CONFIGS = flags.DEFINE_multi_string(
 )
 _VOCAB = flags.DEFINE_integer("vocab_size", None, "Vocabulary size to build every model with.")
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the JSON here.")
-
-
-def load_config(spec):
-  """Loads `path[:arg]` the way `config_flags` does."""
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("benchmarked_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
 
 
 def vocabulary_size(config):
@@ -73,7 +64,7 @@ def count(variables):
 
 
 def measure(spec):
-  config = load_config(spec)
+  config = config_files.load(spec)
   config.unlock()
   if "weights" in config.model.encoder:
     config.model.encoder.weights = "none"

@@ -15,21 +15,11 @@ where /data/coco holds train2014/ and val2014/. The same experiment from other s
 The encoder is configs/flickr8k_sat.py's frozen ImageNet ResNet50.
 """
 
-import importlib.util
-import os
-
 from ml_collections import config_dict
 
+from captioning import config_files
+
 SOURCES = ("karpathy", "coco_json", "tfds")
-
-
-def _load_base():
-  # Config files are loaded by path, not as a package, so import the base the same way.
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "flickr8k_sat.py")
-  spec = importlib.util.spec_from_file_location("flickr8k_sat_base", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def get_config(arg=None):
@@ -37,7 +27,7 @@ def get_config(arg=None):
   source = arg or "karpathy"
   if source not in SOURCES:
     raise ValueError(f"configs/coco_sat.py:{source}: the source must be one of {SOURCES}")
-  config = _load_base().get_config()
+  config = config_files.base(__file__, "flickr8k_sat").get_config()
   config.unlock()
   pipeline_keys = dict(
     image_size=224,

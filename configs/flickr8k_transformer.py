@@ -7,17 +7,7 @@
 Everything but the decoder section is configs/flickr8k_sat.py's.
 """
 
-import importlib.util
-import os
-
-
-def _load(name):
-  # Config files are loaded by path, not as a package, so import the base the same way.
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"{name}_base", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from captioning import config_files
 
 
 def transformer_decoder():
@@ -36,7 +26,7 @@ def transformer_decoder():
 
 def get_config(arg=None):
   """Returns the config; `arg` is unused (kept for the big_vision interface)."""
-  config = _load("flickr8k_sat").get_config(arg)
+  config = config_files.base(__file__, "flickr8k_sat").get_config(arg)
   config.unlock()
   config.model.decoder = transformer_decoder()
   config.loss.doubly_stochastic_weight = 0.0  # a SAT regulariser

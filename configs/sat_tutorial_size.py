@@ -14,22 +14,12 @@ features of these shapes beside the tutorial's own train step (docs/performance.
 Everything else is configs/coco_sat.py's; `arg` picks the COCO source as there.
 """
 
-import importlib.util
-import os
-
-
-def _load(name):
-  # Config files are loaded by path, not as a package, so import the base the same way.
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"{name}_base", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from captioning import config_files
 
 
 def get_config(arg=None):
   """Returns the config; `arg` is configs/coco_sat.py's COCO source."""
-  config = _load("coco_sat").get_config(arg)
+  config = config_files.base(__file__, "coco_sat").get_config(arg)
   config.unlock()
   config.data.image_size = 256  # ResNet50's grid: 8x8 = 64 locations of 2048 channels
   config.data.vocab_size = 5000

@@ -5,22 +5,12 @@
 Everything but the decoder section is the default experiment's (configs/shapes_sat.py).
 """
 
-import importlib.util
-import os
-
-
-def _load_base():
-  # Config files are loaded by path, not as a package, so import the base the same way.
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shapes_sat.py")
-  spec = importlib.util.spec_from_file_location("shapes_sat_base", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from captioning import config_files
 
 
 def get_config(arg=None):
   """Returns the config; `arg` is unused (kept for the big_vision interface)."""
-  config = _load_base().get_config(arg)
+  config = config_files.base(__file__, "shapes_sat").get_config(arg)
   config.unlock()
   config.model.decoder = dict(
     name="transformer",

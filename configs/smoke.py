@@ -8,17 +8,7 @@ With the argument `transformer`, the decoder is a small Transformer (tests/test_
 trains both).
 """
 
-import importlib.util
-import os
-
-
-def _load_base():
-  # Config files are loaded by path, not as a package, so import the base the same way.
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shapes_sat.py")
-  spec = importlib.util.spec_from_file_location("shapes_sat_base", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from captioning import config_files
 
 
 def get_config(arg=None):
@@ -26,7 +16,7 @@ def get_config(arg=None):
   Transformer decoder."""
   if arg not in (None, "", "transformer"):
     raise ValueError(f"configs/smoke.py takes no argument or 'transformer', got {arg!r}")
-  config = _load_base().get_config()
+  config = config_files.base(__file__, "shapes_sat").get_config()
   config.unlock()
   config.data.image_size = 32
   config.data.num_train = 4000

@@ -12,22 +12,12 @@ random features of these shapes (docs/performance.md). Everything else is
 configs/coco_transformer.py's; `arg` picks the COCO source as in configs/coco_sat.py.
 """
 
-import importlib.util
-import os
-
-
-def _load(name):
-  # Config files are loaded by path, not as a package, so import the base the same way.
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"{name}_base", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from captioning import config_files
 
 
 def get_config(arg=None):
   """Returns the config; `arg` is configs/coco_sat.py's COCO source."""
-  config = _load("coco_transformer").get_config(arg)
+  config = config_files.base(__file__, "coco_transformer").get_config(arg)
   config.unlock()
   config.data.image_size = 224  # MobileNetV3Small's grid: 7x7 = 49 locations of 576 channels
   config.data.vocab_size = 5000

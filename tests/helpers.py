@@ -1,13 +1,14 @@
 """Test helpers: loading configs by path and reading TensorBoard scalars back."""
 
 import glob
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 
 import tensorflow as tf
+
+from captioning import config_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,18 +33,7 @@ def run_json_script(source, *args, timeout=600):
 def load_config(name="smoke", config_arg=None, **overrides):
   """Loads configs/NAME.py (with `get_config(config_arg)`) and applies dotted overrides, e.g.
   {"model.decoder.hidden_dim": 32}."""
-  path = os.path.join(ROOT, "configs", f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"config_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(config_arg)
-  for key, value in overrides.items():
-    *parents, field = key.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[field] = value
-  return config
+  return config_files.override(config_files.load(name, config_arg), overrides)
 
 
 def _summary_values(logdir):
