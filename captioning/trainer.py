@@ -7,6 +7,7 @@ existing workdir as it was.
 """
 
 import dataclasses
+import functools
 import tempfile
 
 from absl import logging
@@ -96,7 +97,6 @@ class TrainingRun:
     evaluators: {name: evaluator} of `config.eval.evaluators`, built on `eval_split`.
     consecutive_skips: updates skipped in a row so far (non-finite loss or gradient).
     compilations: traces of the train step so far (XLA compilations with jit_compile).
-    workers: how many processes train together.
   """
 
   config: object
@@ -117,7 +117,6 @@ class TrainingRun:
   evaluators: dict
   consecutive_skips: int = 0
   compilations: int = 0
-  workers: int = 1
   _stop_reduce: object = None
 
   @classmethod
@@ -206,8 +205,12 @@ class TrainingRun:
       train_step=train_step,
       eval_split=eval_split,
       evaluators=evals,
-      workers=num_workers(strategy),
     )
+
+  @functools.cached_property
+  def workers(self):
+    """How many processes train together (1 unless multi-worker)."""
+    return num_workers(self.strategy)
 
   @property
   def optimizer(self):
