@@ -42,14 +42,14 @@ class VocabularyProjection(keras.layers.Dense):
     return super().add_weight(*args, **kwargs)
 
   def call(self, inputs):
-    kernel, bias = tf.convert_to_tensor(self.kernel), tf.convert_to_tensor(self.bias)
+    kernel = tf.convert_to_tensor(self.kernel)
     if (
       inputs.dtype == kernel.dtype
       or not self.use_bias
       or self.activation is not keras.activations.linear
     ):
       return super().call(tf.cast(inputs, kernel.dtype))
-    return _project(inputs, kernel, bias)
+    return _project(inputs, kernel, tf.convert_to_tensor(self.bias))
 
   def compute_output_spec(self, inputs):
     return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=self.variable_dtype)

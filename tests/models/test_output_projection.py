@@ -71,3 +71,15 @@ def test_under_mixed_precision_the_variables_stay_float32_and_config_round_trips
   assert restored.dtype_policy.name == "mixed_bfloat16" and restored.units == 7
   symbolic = projection(keras.Input((4, 5), dtype="bfloat16"))
   assert symbolic.dtype == "float32" and tuple(symbolic.shape) == (None, 4, 7)
+
+
+def test_without_a_bias_it_is_keras_dense_for_any_input_dtype():
+  projection = output_projection.VocabularyProjection(7, use_bias=False, dtype="mixed_bfloat16")
+  projection.build((None, 5))
+  dense = keras.layers.Dense(7, use_bias=False, dtype="float32")
+  dense.build((None, 5))
+  dense.kernel.assign(projection.kernel)
+  x, _ = _inputs(tf.bfloat16)
+  y = projection(x)
+  assert y.dtype == tf.float32
+  np.testing.assert_allclose(y.numpy(), dense(tf.cast(x, tf.float32)).numpy(), rtol=1e-6)
