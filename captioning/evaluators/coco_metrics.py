@@ -12,29 +12,27 @@ scores are fine for comparing runs of this project with each other, but not with
 numbers. A Java subprocess that fails costs only its own metric, never the others.
 """
 
-import collections
-import contextlib
 import dataclasses
 import os
 import re
 import shutil
 import subprocess
-import threading
 import types
 import unicodedata
 
 from absl import logging
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
-from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer import ptbtokenizer
+
+from captioning.evaluators import meteor as meteor_process
 
 SUPPORTED_METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr")
 OPTIONAL_METRICS = ("SPICE",)  # asked for by name only
 PTB_TOKENIZER = "ptb"
 PYTHON_FALLBACK_TOKENIZER = "python_fallback"
-METEOR_NEEDS_JAVA = "METEOR needs Java (install a JRE, e.g. `apt-get install default-jre-headless`)"
+METEOR_NEEDS_JAVA = meteor_process.NEEDS_JAVA
 
 # METEOR takes well under a minute on a 5,000-image split; the limit only exists so that a wedged
 # JVM cannot stall an evaluation forever.
@@ -229,7 +227,7 @@ def compute_caption_metrics(
     if use_java:
       # The JVM needs several seconds to load METEOR's paraphrase table; starting it first lets
       # that overlap with the pure-Python scorers.
-      meteor, error = _start_meteor()
+      meteor, error = meteor_process.start()
       if error:
         skipped["METEOR"] = error
     else:
@@ -248,7 +246,7 @@ def compute_caption_metrics(
       scores.update({f"Bleu_{n + 1}": float(s) for n, s in enumerate(bleu)})
       per_image.update({f"Bleu_{n + 1}": [float(x) for x in each[n]] for n in range(4)})
     if meteor is not None:
-      score, each, error = _run_meteor(meteor, gts, res, meteor_timeout_s)
+      score, each, error = meteor_process.run(meteor, gts, res, meteor_timeout_s)
       meteor = None
       if error:
         skipped["METEOR"] = error
@@ -268,7 +266,7 @@ def compute_caption_metrics(
         scores["SPICE"] = score
   finally:
     if meteor is not None:
-      _close_meteor(meteor)
+      meteor_process.close(meteor)
 
   for name in ("METEOR", "SPICE"):
     if name in skipped:
@@ -376,83 +374,6 @@ def _ptb_tokenize(captions):
     want = sum(len(v) for v in captions.values())
     raise RuntimeError(f"the Java tokenizer returned {got} of {want} captions")
   return tokenized
-
-
-def _start_meteor():
-  """Starts pycocoevalcap's METEOR JVM; returns (meteor, None) or (None, error message)."""
-  # Checked first because a Meteor whose Popen failed also fails noisily in its __del__.
-  if shutil.which("java") is None:
-    return None, METEOR_NEEDS_JAVA
-  try:
-    meteor = Meteor()
-  except Exception as e:  # pylint: disable=broad-except
-    return None, f"could not start METEOR ({type(e).__name__}: {e})"
-  # Nothing else reads the JVM's stderr: draining it keeps a chatty JVM from blocking on a full
-  # pipe, and its last lines explain a crash.
-  stderr_tail = collections.deque(maxlen=20)
-  drain = threading.Thread(target=_drain, args=(meteor.meteor_p.stderr, stderr_tail), daemon=True)
-  drain.start()
-  meteor.stderr_tail, meteor.stderr_drain = stderr_tail, drain
-  return meteor, None
-
-
-def _drain(stream, tail):
-  """Reads `stream` to its end, keeping the last lines in `tail`."""
-  try:
-    for line in iter(stream.readline, b""):
-      tail.append(line.decode(errors="replace").rstrip())
-  except (OSError, ValueError):  # The stream was closed under us.
-    pass
-
-
-def _run_meteor(meteor, gts, res, timeout_s):
-  """Computes METEOR and closes the JVM; returns (score, per-image scores, None) or
-  (None, None, error)."""
-  timed_out = threading.Event()
-
-  def kill():
-    timed_out.set()
-    meteor.meteor_p.kill()
-
-  timer = threading.Timer(timeout_s, kill) if timeout_s is not None else None
-  if timer is not None:
-    timer.daemon = True
-    timer.start()
-  try:
-    score, each = meteor.compute_score(gts, res)
-    return float(score), [float(x) for x in each], None
-  except Exception as e:  # pylint: disable=broad-except
-    if timed_out.is_set():
-      return None, None, f"METEOR did not answer within {timeout_s:g} s and was killed"
-    error = f"METEOR failed ({type(e).__name__}: {e})"
-    details = _close_meteor(meteor)
-    return None, None, f"{error}; Java said: {details}" if details else error
-  finally:
-    if timer is not None:
-      timer.cancel()
-    _close_meteor(meteor)
-
-
-def _close_meteor(meteor):
-  """Stops the METEOR JVM now and returns the tail of its stderr.
-
-  Meteor only stops its JVM (started with -Xmx2G) in `__del__`, i.e. whenever garbage collection
-  gets to it; this does the same work deterministically. Safe to call more than once.
-  """
-  # Meteor.compute_score holds its lock without try/finally, so an exception leaves it locked and
-  # Meteor.__del__ would then block forever on it at garbage collection.
-  if meteor.lock.locked():
-    meteor.lock.release()
-  process = meteor.meteor_p
-  with contextlib.suppress(OSError):  # The JVM died with unread input in the pipe.
-    process.stdin.close()
-  if process.poll() is None:
-    process.kill()
-  process.wait()
-  meteor.stderr_drain.join(timeout=5)
-  process.stdout.close()
-  process.stderr.close()
-  return " | ".join(line for line in meteor.stderr_tail if line)[-500:]
 
 
 def spice_directory():

@@ -15,6 +15,7 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 import pytest
 
 from captioning.evaluators import coco_metrics
+from captioning.evaluators import meteor as meteor_process
 
 JAVA = coco_metrics.java_available()
 requires_java = pytest.mark.skipif(not JAVA, reason="needs Java for PTBTokenizer / METEOR")
@@ -85,7 +86,7 @@ def java_runs():
     pytest.skip("needs Java for PTBTokenizer / METEOR")
   meteors = []
 
-  class RecordingMeteor(Meteor):
+  class RecordingMeteor(meteor_process.FastStartMeteor):
     def __init__(self):
       super().__init__()
       meteors.append(self)
@@ -94,7 +95,7 @@ def java_runs():
   references = {**RIGHT, 5: [LONG_CAPTION]}
   identical = {i: refs[0] for i, refs in references.items()}
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(coco_metrics, "Meteor", RecordingMeteor)
+    patch.setattr(meteor_process, "FastStartMeteor", RecordingMeteor)
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
       same = pool.submit(coco_metrics.compute_caption_metrics, identical, references)
       wrapped = pool.submit(coco_metrics.compute_caption_metrics, PREDICTIONS, REFERENCES)
@@ -269,7 +270,7 @@ def _fake_meteor(monkeypatch, script):
       self.lock = threading.Lock()
       FakeMeteor.instances.append(self)
 
-  monkeypatch.setattr(coco_metrics, "Meteor", FakeMeteor)
+  monkeypatch.setattr(meteor_process, "FastStartMeteor", FakeMeteor)
   return FakeMeteor
 
 
