@@ -205,28 +205,11 @@ def compute_caption_metrics(
       "so CIDEr is 0); score several images together."
     )
 
-  # The Java tokenizer reads one caption per line and treats \r, \u2028 and friends as line
-  # breaks too, which would silently shift every later caption onto the wrong image.
-  gts = {i: [{"caption": " ".join(c.split())} for c in references[i]] for i in image_ids}
-  res = {i: [{"caption": " ".join(predictions[i].split())}] for i in image_ids}
-  gts, res, tokenizer = _tokenize(gts, res, use_java, no_java_reason, warnings)
-
-  empty = sum(1 for i in image_ids if not res[i][0])
-  if empty:
-    warnings.append(f"{empty} prediction(s) are empty after tokenization; they score zero.")
-  empty = sum(1 for i in image_ids for ref in gts[i] if not ref)
-  if empty:
-    # ROUGE-L scores an empty prediction as a perfect match for an empty reference.
-    warnings.append(
-      f"{empty} reference caption(s) are empty after tokenization (punctuation "
-      "only?); they distort the scores."
-    )
-
   meteor = None
   if "METEOR" in metrics:
     if use_java:
       # The JVM needs several seconds to load METEOR's paraphrase table; starting it first lets
-      # that overlap with the pure-Python scorers.
+      # that overlap with the tokenizer and the other scorers.
       meteor, error = meteor_process.start()
       if error:
         skipped["METEOR"] = error
@@ -240,6 +223,23 @@ def compute_caption_metrics(
 
   scores, per_image = {}, {}
   try:
+    # The Java tokenizer reads one caption per line and treats \r, \u2028 and friends as line
+    # breaks too, which would silently shift every later caption onto the wrong image.
+    gts = {i: [{"caption": " ".join(c.split())} for c in references[i]] for i in image_ids}
+    res = {i: [{"caption": " ".join(predictions[i].split())}] for i in image_ids}
+    gts, res, tokenizer = _tokenize(gts, res, use_java, no_java_reason, warnings)
+
+    empty = sum(1 for i in image_ids if not res[i][0])
+    if empty:
+      warnings.append(f"{empty} prediction(s) are empty after tokenization; they score zero.")
+    empty = sum(1 for i in image_ids for ref in gts[i] if not ref)
+    if empty:
+      # ROUGE-L scores an empty prediction as a perfect match for an empty reference.
+      warnings.append(
+        f"{empty} reference caption(s) are empty after tokenization (punctuation "
+        "only?); they distort the scores."
+      )
+
     if "Bleu" in metrics:
       # verbose=0 only silences Bleu's prints; COCOEvalCap's verbose=1 gives the same numbers.
       bleu, each = Bleu(4).compute_score(gts, res, verbose=0)
