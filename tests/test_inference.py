@@ -26,6 +26,7 @@ TINY = {
   "train.checkpoint_every": 2,
   "eval.num_examples": 8,
   "eval.batch_size": 8,
+  "eval.evaluators": {"perplexity": {}},  # captioning reads config.decode, not the evaluators
 }
 
 

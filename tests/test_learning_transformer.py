@@ -29,7 +29,11 @@ MIN_BLEU_4 = 0.65
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("smoke_transformer"))
-  train.train_and_evaluate(helpers.load_config("smoke", "transformer"), workdir)
+  # METEOR (a JVM each time) is checked by tests/test_learning.py; nothing here reads it.
+  config = helpers.load_config(
+    "smoke", "transformer", **{"eval.evaluators.captions.metrics": ("Bleu", "ROUGE_L", "CIDEr")}
+  )
+  train.train_and_evaluate(config, workdir)
   return workdir, evaluate.evaluate_workdir(workdir, "test")
 
 
