@@ -4,8 +4,8 @@ long enough to learn spatial relations (tests/test_learning.py asserts them).
 python scripts/train.py --config=configs/smoke.py --workdir=/tmp/smoke
 python scripts/train.py --config=configs/smoke.py:transformer --workdir=/tmp/smoke_tf
 
-With the argument `transformer`, the decoder is a small Transformer (tests/test_learning.py
-trains both).
+With the argument `transformer`, the decoder is a small Transformer (tests/test_learning.py and
+tests/test_learning_transformer.py train each).
 """
 
 from captioning import config_files

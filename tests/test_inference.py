@@ -85,7 +85,7 @@ def test_another_decoding_than_the_workdirs_is_used(workdir, tmp_path):
   pixels = datasets.create(config.data, config.seed).split("test").images.numpy(np.arange(1))
   Image.fromarray(pixels[0]).save(tmp_path / "a.png")
   tokenizer, model = experiment.restore(workdir)[1:3]
-  for method, beam_size in (("greedy", None), ("beam", 2)):
+  for method, beam_size in (("greedy", None), ("beam", 2), ("sample", None)):
     got = inference.caption_files(
       workdir, [str(tmp_path / "a.png")], decode_method=method, beam_size=beam_size
     )

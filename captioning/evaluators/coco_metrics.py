@@ -205,6 +205,11 @@ def compute_caption_metrics(
       "so CIDEr is 0); score several images together."
     )
 
+  if "SPICE" in metrics:
+    reason = spice_unavailable() if use_java else "SPICE needs Java"
+    if reason:
+      skipped["SPICE"] = reason
+
   meteor = None
   if "METEOR" in metrics:
     if use_java:
@@ -215,11 +220,6 @@ def compute_caption_metrics(
         skipped["METEOR"] = error
     else:
       skipped["METEOR"] = METEOR_NEEDS_JAVA
-
-  if "SPICE" in metrics:
-    reason = spice_unavailable() if use_java else "SPICE needs Java"
-    if reason:
-      skipped["SPICE"] = reason
 
   scores, per_image = {}, {}
   try:

@@ -78,9 +78,10 @@ def _direct_coco_scores(predictions, references):
 
 @pytest.fixture(scope="module")
 def java_runs():
-  """Runs every METEOR computation once; each METEOR JVM needs ~10 s to load its tables.
+  """Runs every METEOR computation once; each METEOR JVM needs seconds to load its tables.
 
-  Two at a time overlap well even on two cores; more slow each other down severely.
+  Two computations at a time (each METEOR's JVM beside its PTB tokenizer's) overlap well even
+  on two cores; more slow each other down severely.
   """
   if not JAVA:
     pytest.skip("needs Java for PTBTokenizer / METEOR")
@@ -317,6 +318,21 @@ def test_unresponsive_meteor_is_killed_after_the_timeout(monkeypatch):
   assert result.scores == {}
   assert "did not answer within 0.5 s" in result.skipped["METEOR"]
   assert fake.instances[0].meteor_p.poll() is not None
+
+
+@pytest.mark.usefixtures("broken_java")
+def test_meteor_started_before_a_failure_is_stopped(monkeypatch):
+  fake = _fake_meteor(monkeypatch, "import time; time.sleep(60)")
+
+  def failing_tokenize(*args):
+    raise KeyboardInterrupt  # as from Ctrl-C while the captions are tokenized
+
+  monkeypatch.setattr(coco_metrics, "_tokenize", failing_tokenize)
+  predictions = {i: refs[1] for i, refs in RIGHT.items()}
+  with pytest.raises(KeyboardInterrupt):
+    coco_metrics.compute_caption_metrics(predictions, RIGHT, use_java=True)
+  assert fake.instances[0].meteor_p.poll() is not None
+  assert not fake.instances[0].lock.locked()
 
 
 def test_single_image_warns_about_cider():
