@@ -19,10 +19,11 @@ import sys
 from absl import app
 from absl import flags
 
-from captioning import decoding
-from captioning import evaluate
 from captioning import runtime
 from captioning.evaluators import results_file
+
+# `captioning.evaluate` (TensorFlow) is imported in main() when a workdir is evaluated: scoring
+# a results file needs no TensorFlow, so --results starts in about a second.
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _SPLIT = flags.DEFINE_string(
@@ -32,8 +33,10 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint path; the la
 _NUM_EXAMPLES = flags.DEFINE_integer(
   "num_examples", None, "Score only the first N images.", lower_bound=1
 )
+# decoding.METHODS, written out so that it is read without TensorFlow (tests/test_evaluate.py
+# checks the two agree).
 _DECODE_METHOD = flags.DEFINE_enum(
-  "decode_method", None, list(decoding.METHODS), "Decode this way instead of the workdir's."
+  "decode_method", None, ["greedy", "beam", "sample"], "Decode this way instead of the workdir's."
 )
 _BEAM_SIZE = flags.DEFINE_integer(
   "beam_size", None, "Beam size instead of the workdir's.", lower_bound=1
@@ -67,6 +70,8 @@ def main(argv):
     return score_results()
   if not _WORKDIR.value:
     raise app.UsageError("Give --workdir (a training workdir) or --results and --references.")
+  from captioning import evaluate  # pylint: disable=import-outside-toplevel
+
   runtime.setup_process()
   evaluate.evaluate_workdir(
     _WORKDIR.value,

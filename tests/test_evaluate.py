@@ -1,8 +1,13 @@
 """Tests for captioning/evaluate.py's results folders (evaluate_workdir end to end:
 tests/test_learning.py)."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
+from captioning import decoding
 from captioning import evaluate
 import helpers
 
@@ -27,3 +32,16 @@ def test_another_decoding_gets_a_folder_of_its_own(decode):
   with decode.unlocked():
     decode.method = "greedy"
   assert evaluate.output_name("compositional", decode, "beam")[2] == "compositional_beam5"
+
+
+def test_the_scripts_decodings_are_the_librarys_and_a_wrong_one_is_a_clear_error():
+  # scripts/evaluate.py writes decoding.METHODS out so that --results runs without TensorFlow.
+  result = subprocess.run(
+    [sys.executable, os.path.join(helpers.ROOT, "scripts", "evaluate.py"), "--decode_method=x"],
+    env=dict(os.environ, PYTHONPATH=helpers.ROOT),
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert "should be one of <" + "|".join(decoding.METHODS) + ">" in result.stderr

@@ -180,15 +180,21 @@ def test_per_image_scores_average_to_the_corpus_score_where_the_metric_is_a_mean
   assert len(scored.per_image["Bleu_4"]) == 5  # BLEU's corpus score is not a mean
 
 
-def test_evaluate_script_scores_a_results_file_without_a_workdir(tmp_path):
+def test_evaluate_script_scores_a_results_file_without_a_workdir_or_tensorflow(tmp_path):
   res_path, refs_path = write_files(str(tmp_path))
   out = str(tmp_path / "scores" / "m.json")
+  # A `tensorflow` that cannot be imported, first on the path: scoring never needs it.
+  (tmp_path / "no_tf" / "tensorflow").mkdir(parents=True)
+  (tmp_path / "no_tf" / "tensorflow" / "__init__.py").write_text(
+    "raise ImportError('scoring a results file imported TensorFlow')\n"
+  )
+  path = os.pathsep.join([str(tmp_path / "no_tf"), helpers.ROOT])
 
   def run(*args):
     return subprocess.run(
       [sys.executable, os.path.join(helpers.ROOT, "scripts", "evaluate.py"), *args],
       cwd=str(tmp_path),
-      env=dict(os.environ, PYTHONPATH=helpers.ROOT),
+      env=dict(os.environ, PYTHONPATH=path),
       capture_output=True,
       text=True,
       timeout=300,
