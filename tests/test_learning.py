@@ -7,9 +7,8 @@ skips it.
 import csv
 import json
 import os
-import subprocess
-import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -114,33 +113,23 @@ def test_tensorboard_has_what_a_researcher_looks_at(trained):
   assert test_tags.get("test/Bleu_4") == "scalars"
 
 
-def test_evaluate_script_on_the_compositional_split(trained):
-  workdir, _, _ = trained
-  subprocess.run(
-    [
-      sys.executable,
-      os.path.join(helpers.ROOT, "scripts", "evaluate.py"),
-      f"--workdir={workdir}",
-      "--split=compositional",
-      "--num_examples=40",
-    ],
-    check=True,
-    cwd=helpers.ROOT,
-    capture_output=True,
-    timeout=300,
-  )
-  with open(os.path.join(workdir, "eval", "compositional", "metrics.json")) as f:
-    metrics = json.load(f)
-  assert metrics["num_images"] == 40 and "fact_accuracy" in metrics
-
-
-def test_evaluate_with_another_decoding_keeps_the_default_results(trained):
+def test_another_split_and_decoding_get_their_own_results_and_keep_the_defaults(trained):
+  # The script's --workdir path is run in tests/test_real_photos.py; this is the same library
+  # call, without a second process starting TensorFlow.
   workdir, _, report = trained
-  greedy = evaluate.evaluate_workdir(workdir, "test", num_examples=40, decode_method="greedy")
+  greedy = evaluate.evaluate_workdir(
+    workdir, "compositional", num_examples=40, decode_method="greedy"
+  )
   assert greedy["decode_method"] == "greedy" and greedy["num_images"] == 40
-  with open(os.path.join(workdir, "eval", "test_greedy", "metrics.json")) as f:
-    assert json.load(f)["decode_method"] == "greedy"
-  assert os.path.exists(os.path.join(workdir, "eval", "test_greedy", "captions.json"))
+  assert greedy["split"] == "compositional" and "fact_accuracy" in greedy
+  with open(os.path.join(workdir, "eval", "compositional_greedy", "metrics.json")) as f:
+    written = json.load(f)
+  assert (written["split"], written["decode_method"], written["num_images"]) == (
+    "compositional",
+    "greedy",
+    40,
+  )
+  assert os.path.exists(os.path.join(workdir, "eval", "compositional_greedy", "captions.json"))
   # The default decoding's results are untouched (tests/test_evaluate.py: each decoding's
   # folder).
   with open(os.path.join(workdir, "eval", "test", "metrics.json")) as f:
@@ -149,34 +138,13 @@ def test_evaluate_with_another_decoding_keeps_the_default_results(trained):
   assert default["decode_method"] == report["decode_method"] == "beam"
 
 
-# What the README says, in a fresh process: `import captioning.models`, then load_model.
-_LOAD = """
-import sys
-import keras
-import numpy as np
-import captioning.models
-model = keras.saving.load_model(sys.argv[1])
-batch = {"image": np.zeros([2, 32, 32, 3], np.uint8), "tokens": np.ones([2, 5], np.int32)}
-np.save(sys.argv[2], np.asarray(model(batch)["logits"]))
-"""
-
-
-def test_saved_model_file_loads_in_a_fresh_process_and_matches_the_checkpoint(trained, tmp_path):
+def test_the_model_file_matches_the_checkpoint(trained):
+  # Loading it in a fresh process as the README says: tests/models/test_captioner.py.
   workdir, _, _ = trained
-  logits = str(tmp_path / "logits.npy")
-  env = dict(os.environ, PYTHONPATH=helpers.ROOT)
-  result = subprocess.run(
-    [sys.executable, "-c", _LOAD, os.path.join(workdir, "model.keras"), logits],
-    cwd=str(tmp_path),
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert result.returncode == 0, result.stderr[-3000:]
+  model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
   _, _, restored, _ = experiment.restore(workdir)
   batch = {"image": np.zeros([2, 32, 32, 3], np.uint8), "tokens": np.ones([2, 5], np.int32)}
-  np.testing.assert_allclose(np.load(logits), restored(batch)["logits"].numpy(), atol=1e-5)
+  np.testing.assert_allclose(model(batch)["logits"], restored(batch)["logits"], atol=1e-5)
 
 
 def test_workdir_records_where_the_model_came_from(trained):

@@ -73,31 +73,34 @@ def test_keras_file_round_trip(tmp_path, neck, decoder):
 
 
 # What the README says: `import captioning.models`, then keras.saving.load_model, nothing else.
+# argv: pairs of (model file, where its logits go).
 _LOAD_IN_FRESH_PROCESS = """
 import sys
 import keras
 import numpy as np
 import captioning.models
-model = keras.saving.load_model(sys.argv[1])
-batch = {"image": np.full([2, 32, 32, 3], 100, np.uint8), "tokens": np.ones([2, 4], np.int32)}
-np.save(sys.argv[2], np.asarray(model(batch)["logits"], np.float32))
-print(model.dtype_policy.name)
+for path, logits in zip(sys.argv[1::2], sys.argv[2::2]):
+  model = keras.saving.load_model(path)
+  batch = {"image": np.full([2, 32, 32, 3], 100, np.uint8), "tokens": np.ones([2, 4], np.int32)}
+  np.save(logits, np.asarray(model(batch)["logits"], np.float32))
+  print(model.dtype_policy.name)
 """
 
 
 TINY_TRANSFORMER = {"name": "transformer", "num_layers": 1, "width": 16, "num_heads": 2}
 
 
-@pytest.mark.parametrize(
-  "dtype,decoder", [(None, None), ("mixed_bfloat16", None), ("mixed_bfloat16", TINY_TRANSFORMER)]
-)
-def test_model_file_loads_in_a_fresh_process_as_documented(tmp_path, dtype, decoder):
-  model = helpers.tiny_captioner(dtype=dtype, decoder=decoder)
-  path, logits = str(tmp_path / "model.keras"), str(tmp_path / "logits.npy")
-  model.save(path)
+def test_model_files_load_in_a_fresh_process_as_documented(tmp_path):
+  # One process loads all three (most of its time is starting TensorFlow).
+  variants = [(None, None), ("mixed_bfloat16", None), ("mixed_bfloat16", TINY_TRANSFORMER)]
+  models, args = [], []
+  for k, (dtype, decoder) in enumerate(variants):
+    models.append(helpers.tiny_captioner(dtype=dtype, decoder=decoder))
+    args += [str(tmp_path / f"model{k}.keras"), str(tmp_path / f"logits{k}.npy")]
+    models[-1].save(args[-2])
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=helpers.ROOT)
   result = subprocess.run(
-    [sys.executable, "-c", _LOAD_IN_FRESH_PROCESS, path, logits],
+    [sys.executable, "-c", _LOAD_IN_FRESH_PROCESS, *args],
     cwd=str(tmp_path),  # not the repository: only what the README says is imported
     env=env,
     capture_output=True,
@@ -105,9 +108,12 @@ def test_model_file_loads_in_a_fresh_process_as_documented(tmp_path, dtype, deco
     timeout=300,
   )
   assert result.returncode == 0, result.stderr[-3000:]
-  assert result.stdout.split()[-1] == (dtype or "float32")
+  assert result.stdout.split()[-3:] == [dtype or "float32" for dtype, _ in variants]
   batch = {"image": np.full([2, 32, 32, 3], 100, np.uint8), "tokens": np.ones([2, 4], np.int32)}
-  np.testing.assert_array_equal(np.load(logits), np.asarray(model(batch)["logits"], np.float32))
+  for model, logits in zip(models, args[1::2], strict=True):
+    np.testing.assert_array_equal(
+      np.load(logits), np.asarray(model(batch)["logits"], np.float32), err_msg=logits
+    )
 
 
 def test_sections_are_checked_against_their_constructors():
