@@ -5,6 +5,10 @@ CONFIG ?= configs/shapes_sat.py
 WORKDIR ?= workdirs/shapes_sat
 ARGS ?=
 BIN := $(VENV)/bin
+# The suite runs in two pytest-xdist workers, a file at a time (a learning test's module fixture
+# trains once), each with one thread of TensorFlow ops (tests/conftest.py): on 2 cores it takes
+# about half the time of one process. PYTEST_WORKERS= runs it in one process.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 
 .PHONY: install train evaluate lint format test test-fast tensorboard benchmark bench bench-decode clean
 
@@ -36,11 +40,11 @@ format: install
 
 # Lint, then the whole suite, learning tests included (CI runs exactly this).
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_WORKERS)
 
 # Everything but the learning tests marked slow.
 test-fast: lint
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(PYTEST_WORKERS) -m "not slow"
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir=$(WORKDIR)/tensorboard

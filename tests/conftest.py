@@ -1,5 +1,5 @@
-"""Shared test set-up: the process settings of every entry point, quiet TensorFlow, and the
-repository root importable for configs."""
+"""Shared test set-up: the process settings of every entry point, quiet TensorFlow, the
+repository root importable for configs, and the order and threads of a run with two workers."""
 
 import os
 import sys
@@ -15,3 +15,17 @@ from captioning import runtime  # noqa: E402  (needs ROOT on the path)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 runtime.setup_process()  # the test suite is an entry point too (the BFC allocator)
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+  # `make test` runs the suite in two worker processes on 2 cores: one thread of TensorFlow ops
+  # each, or the two would share both cores and switch threads on every small op.
+  import tensorflow as tf
+
+  tf.config.threading.set_intra_op_parallelism_threads(1)
+  tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def pytest_collection_modifyitems(items):
+  """Tests marked slow (the learning tests' training) first, so that with two workers each
+  starts on one and the rest of the suite fills in around them."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
