@@ -6,9 +6,10 @@ WORKDIR ?= workdirs/shapes_sat
 ARGS ?=
 BIN := $(VENV)/bin
 # The suite runs in two pytest-xdist workers, a file at a time (a learning test's module fixture
-# trains once), each with one thread of TensorFlow ops (tests/conftest.py): on 2 cores it takes
-# about half the time of one process. PYTEST_WORKERS= runs it in one process.
-PYTEST_WORKERS ?= -n 2 --dist loadfile
+# trains once) in the order collected (tests/conftest.py puts the slow ones first), each with one
+# thread of TensorFlow ops: on 2 cores it takes about half the time of one process.
+# PYTEST_WORKERS= runs it in one process.
+PYTEST_WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: install train evaluate lint format test test-fast tensorboard benchmark bench bench-decode clean
 

@@ -26,6 +26,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_collection_modifyitems(items):
-  """Tests marked slow (the learning tests' training) first, so that with two workers each
-  starts on one and the rest of the suite fills in around them."""
+  """Tests marked slow (the learning tests' training) first: with two workers that keep the
+  collected order (`make test`), each starts on a long file and the rest fills in around them."""
   items.sort(key=lambda item: item.get_closest_marker("slow") is None)
