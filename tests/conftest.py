@@ -17,12 +17,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 runtime.setup_process()  # the test suite is an entry point too (the BFC allocator)
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-  # `make test` runs the suite in two worker processes on 2 cores: one thread of TensorFlow ops
+  # `make test` runs the suite in two worker processes: on 2 cores, one thread of TensorFlow ops
   # each, or the two would share both cores and switch threads on every small op.
   import tensorflow as tf
 
-  tf.config.threading.set_intra_op_parallelism_threads(1)
-  tf.config.threading.set_inter_op_parallelism_threads(1)
+  _THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1)))
+  tf.config.threading.set_intra_op_parallelism_threads(_THREADS)
+  tf.config.threading.set_inter_op_parallelism_threads(_THREADS)
 
 
 def pytest_collection_modifyitems(items):

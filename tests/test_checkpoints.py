@@ -111,7 +111,8 @@ def test_a_killed_run_resumes_from_its_last_complete_checkpoint_to_the_same_weig
   # Meanwhile, the uninterrupted run. Every run here is a scripts/train.py process: weights are
   # compared bit for bit, and a process of the suite may use another number of threads
   # (tests/conftest.py), which changes how sums are split.
-  assert Trainer(tmp_path, straight, TINY, None, None).wait() == 0
+  straight_run = Trainer(tmp_path, straight, TINY, None, None)
+  assert straight_run.wait() == 0, "".join(straight_run.lines[-20:])
   status = trainer.wait()
   assert status == -signal.SIGKILL, "".join(trainer.lines[-20:])
   assert 15 <= trainer.steps[-1] < 60

@@ -1,6 +1,6 @@
 """End to end on configs/smoke.py: train, evaluate, and check the model really learned.
 
-Marked slow: about four minutes on 2 CPU cores. CI runs it (`make test`); `make test-fast`
+Marked slow: two to three minutes on 2 CPU cores. CI runs it (`make test`); `make test-fast`
 skips it.
 """
 
@@ -28,7 +28,9 @@ pytestmark = pytest.mark.slow
 # fact accuracy 0.030 and a relation probe of 0.461 / 0.520; chance is 0.5 per direction, and a
 # model that names both objects but guesses the relation is right about 0.375 of the time. With
 # 800 steps (the smoke config before) 2-object fact accuracy was 0.20 and the probe 0.53 / 0.54:
-# chance. The thresholds sit below the worst seed and well above all of those.
+# chance. The thresholds sit below the worst seed and well above all of those. Under `make test`
+# (one TensorFlow thread per worker, tests/conftest.py) seed 0 scored fact accuracy 0.890,
+# 2-object 0.776, BLEU-4 0.816, probe 0.855 / 0.804, no unfinished captions.
 MIN_FACT_ACCURACY = 0.70
 MIN_FACT_ACCURACY_1OBJ = 0.90
 MIN_FACT_ACCURACY_2OBJ = 0.45
@@ -130,6 +132,7 @@ def test_another_split_and_decoding_get_their_own_results_and_keep_the_defaults(
     40,
   )
   assert os.path.exists(os.path.join(workdir, "eval", "compositional_greedy", "captions.json"))
+  assert not os.path.exists(os.path.join(workdir, "eval", "compositional"))  # the default's folder
   # The default decoding's results are untouched (tests/test_evaluate.py: each decoding's
   # folder).
   with open(os.path.join(workdir, "eval", "test", "metrics.json")) as f:

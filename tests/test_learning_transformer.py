@@ -21,7 +21,9 @@ pytestmark = pytest.mark.slow
 # at chance. It learns to name what is in the image; unlike the SAT decoder (tests/test_learning.py)
 # it does not learn relations here, so they are not asserted. Naming is what an image-blind model
 # cannot do: the SAT smoke config trained on black images scored 0.03 fact accuracy. The
-# thresholds sit below the worst seed.
+# thresholds sit below the worst seed. No seed left unfinished captions above 0.005. Under
+# `make test` (one TensorFlow thread per worker) seed 0 scored fact accuracy 0.670, 1-object
+# 1.00, BLEU-4 0.774, no unfinished captions.
 MIN_FACT_ACCURACY = 0.55
 MIN_FACT_ACCURACY_1OBJ = 0.90
 MIN_BLEU_4 = 0.65
