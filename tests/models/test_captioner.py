@@ -91,15 +91,16 @@ TINY_TRANSFORMER = {"name": "transformer", "num_layers": 1, "width": 16, "num_he
 
 
 def test_model_files_load_in_a_fresh_process_as_documented(tmp_path):
-  # One process loads all three (most of its time is starting TensorFlow).
-  # The first has the neck's relative keypoints and an output bias, as the shapes configs do.
-  variants = [(None, None), ("mixed_bfloat16", None), ("mixed_bfloat16", TINY_TRANSFORMER)]
+  # One process loads all three (most of its time is starting TensorFlow). The first has the
+  # neck's relative keypoints and an output bias, as the shapes configs do.
+  variants = [
+    {"neck": {"relative_keypoints": 4}, "output_bias": np.linspace(-1, 1, 20)},
+    {"dtype": "mixed_bfloat16"},
+    {"dtype": "mixed_bfloat16", "decoder": TINY_TRANSFORMER},
+  ]
   models, args = [], []
-  for k, (dtype, decoder) in enumerate(variants):
-    extra = (
-      {"neck": {"relative_keypoints": 4}, "output_bias": np.linspace(-1, 1, 20)} if k == 0 else {}
-    )
-    models.append(helpers.tiny_captioner(dtype=dtype, decoder=decoder, **extra))
+  for k, variant in enumerate(variants):
+    models.append(helpers.tiny_captioner(**variant))
     args += [str(tmp_path / f"model{k}.keras"), str(tmp_path / f"logits{k}.npy")]
     models[-1].save(args[-2])
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=helpers.ROOT)
@@ -112,7 +113,7 @@ def test_model_files_load_in_a_fresh_process_as_documented(tmp_path):
     timeout=300,
   )
   assert result.returncode == 0, result.stderr[-3000:]
-  assert result.stdout.split()[-3:] == [dtype or "float32" for dtype, _ in variants]
+  assert result.stdout.split()[-3:] == [v.get("dtype", "float32") for v in variants]
   batch = {"image": np.full([2, 32, 32, 3], 100, np.uint8), "tokens": np.ones([2, 4], np.int32)}
   for model, logits in zip(models, args[1::2], strict=True):
     # Close, not equal: under `make test` this process runs one thread of ops and the fresh one
