@@ -25,6 +25,7 @@ import glob
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ if ROOT not in sys.path:  # run as a script: the package and `benchmarks` import
   sys.path.insert(0, ROOT)
 
 from benchmarks import bench_job  # noqa: E402
+from benchmarks import goals  # noqa: E402
 from benchmarks import peak  # noqa: E402
 from benchmarks import rounds  # noqa: E402
 from captioning import files  # noqa: E402
@@ -59,7 +61,9 @@ _ROUNDS = flags.DEFINE_integer(
   lower_bound=1,
 )
 _OUTPUT = flags.DEFINE_string(
-  "output", None, "Where to write the JSON (default results/bench_<N>cpu_<machine>.json)."
+  "output",
+  None,
+  "Where to write the JSON (default results/bench_<N>cpu_<machine>_<cpu model>.json).",
 )
 _JOB = flags.DEFINE_string("job", None, "Internal: run one job (JSON) and print its result.")
 
@@ -100,33 +104,45 @@ def _decode_rates():
   return rates
 
 
-def _summary(runs, results):
-  """The goals' ratios, each the median over rounds of same-round ratios, and the MFUs."""
+def _summary(runs, results, peaks):
+  """The goals' ratios, each the median over rounds of same-round ratios, the MFUs, and whether
+  each goal was met (`goals.status`)."""
 
   def key(kind, precision="float32"):
     return f"sat_tutorial_size/{kind}/{precision}"
 
   port, fp32, bf16 = key("tutorial_port"), key("project"), key("project", "mixed_bfloat16")
-  return {
+  mfu = {
+    name.split("/")[0]: r["mfu"]
+    for name, r in results.items()
+    if name.endswith("/project/float32") and "mfu" in r
+  }
+  measured = {
     "sat_tutorial_size_fp32_over_baseline": rounds.ratio(runs, fp32, key("baseline")),
     "sat_tutorial_size_fp32_over_tutorial": rounds.ratio(runs, fp32, port),
     "sat_tutorial_size_bf16_over_tutorial": rounds.ratio(runs, bf16, port),
+    "transformer_tutorial_size_mfu_float32": mfu.get("transformer_tutorial_size"),
+  }
+  peak_bf16 = peaks["bfloat16"]["gflops"] if "bfloat16" in peaks else None
+  return {
+    **{name: value for name, value in measured.items() if "mfu" not in name},
     "rounds": {
       "fp32_over_tutorial": rounds.round_ratios(runs, fp32, port),
       "bf16_over_tutorial": rounds.round_ratios(runs, bf16, port),
     },
-    "goals": {
-      "sat_tutorial_size_fp32_over_baseline": 3.0,
-      "sat_tutorial_size_fp32_over_tutorial": 1.5,
-      "sat_tutorial_size_bf16_over_tutorial": 2.0,
-      "transformer_tutorial_size_mfu_float32": 0.65,
-    },
-    "mfu_float32": {
-      name.split("/")[0]: r["mfu"]
-      for name, r in results.items()
-      if name.endswith("/project/float32") and "mfu" in r
-    },
+    "bfloat16_peak_over_float32": peak_bf16 and peak_bf16 / peaks["float32"]["gflops"],
+    "goals": goals.status(measured, peaks["float32"]["gflops"], peak_bf16),
+    "mfu_float32": mfu,
   }
+
+
+def _default_name():
+  """bench_<N>cpu_<machine>_<cpu model>.json: runs on different CPUs keep their own files."""
+  model = re.sub(r"\((r|tm)\)|\b(processor|cpu)\b|@.*", "", peak.cpu_model().lower())
+  model = "_".join(re.findall(r"[a-z0-9]+", model))
+  return (
+    f"bench_{os.cpu_count()}cpu_{platform.machine()}" + (f"_{model}" if model else "") + ".json"
+  )
 
 
 def main(argv):
@@ -167,11 +183,12 @@ def main(argv):
     "peak_float32": peaks["float32"],
     "peak_float32_at_end": again,
     "peak_bfloat16": peaks.get("bfloat16"),
-    "summary": _summary(runs, results),
+    "summary": _summary(runs, results, peaks),
     "results": results,
     "decode_captions_per_sec": _decode_rates(),
     "seconds": time.time() - start,
     "cpu_count": os.cpu_count(),
+    "cpu_model": peak.cpu_model(),
     "cpu_flags": peak.cpu_flags(),
     "machine": platform.machine(),
     "process_settings": settings,
@@ -179,9 +196,7 @@ def main(argv):
   }
   text = json.dumps(report, indent=2)
   print(text)
-  output = _OUTPUT.value or os.path.join(
-    ROOT, "benchmarks", "results", f"bench_{os.cpu_count()}cpu_{platform.machine()}.json"
-  )
+  output = _OUTPUT.value or os.path.join(ROOT, "benchmarks", "results", _default_name())
   files.write_text(output, text + "\n")
 
 

@@ -5,6 +5,7 @@ each size repeated in runs of at least `min_seconds`, the best run of all kept. 
 is never faster on these machines and often half as fast, so it is not used.)
 """
 
+import platform
 import time
 
 import tensorflow as tf
@@ -12,18 +13,29 @@ import tensorflow as tf
 SIZES = (2048, 3072, 4096)
 
 
-def cpu_flags():
-  """The CPU's matrix-relevant feature flags from /proc/cpuinfo (empty where there is none)."""
-  wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "fma")
+def _cpuinfo(field):
+  """The value of `field` on /proc/cpuinfo's first line for it ("" where there is none)."""
   try:
     with open("/proc/cpuinfo") as f:
       for line in f:
-        if line.startswith("flags"):
-          present = set(line.split(":", 1)[1].split())
-          return [flag for flag in wanted if flag in present]
+        key, _, value = line.partition(":")
+        if key.strip() == field:
+          return value.strip()
   except OSError:
     pass
-  return []
+  return ""
+
+
+def cpu_flags():
+  """The CPU's matrix-relevant feature flags from /proc/cpuinfo (empty where there is none)."""
+  wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "fma")
+  present = set(_cpuinfo("flags").split())
+  return [flag for flag in wanted if flag in present]
+
+
+def cpu_model():
+  """The CPU's model name from /proc/cpuinfo, else what `platform` knows ("" if nothing)."""
+  return _cpuinfo("model name") or platform.processor()
 
 
 def matmul_peak(dtype="float32", sizes=SIZES, repeats=3, min_seconds=0.5):

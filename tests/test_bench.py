@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from benchmarks import bench_job
 from benchmarks import flops
+from benchmarks import goals
 from benchmarks import peak
 from benchmarks import rounds
 from benchmarks import tutorial_steps
@@ -164,3 +165,25 @@ def test_ratios_pair_the_rounds_and_take_their_median():
   chosen = rounds.median_round(runs[rounds.name(port)] + [{"error": "crashed"}])
   assert chosen["train_examples_per_sec"] == 60.0
   assert chosen["round_examples_per_sec"] == [60.0, 80.0, 55.0]
+
+
+def test_the_bf16_goal_applies_only_where_bf16_matmuls_are_faster_than_float32():
+  measured = {
+    "sat_tutorial_size_fp32_over_baseline": 4.5,
+    "sat_tutorial_size_fp32_over_tutorial": 1.4,
+    "sat_tutorial_size_bf16_over_tutorial": 1.9,
+  }
+  native = goals.status(measured, peak_float32=500.0, peak_bfloat16=900.0)
+  assert native["sat_tutorial_size_fp32_over_baseline"] == {
+    "goal": 3.0,
+    "measured": 4.5,
+    "met": True,
+  }
+  assert native["sat_tutorial_size_fp32_over_tutorial"]["met"] is False
+  assert native["sat_tutorial_size_bf16_over_tutorial"]["met"] is False
+  assert native["transformer_tutorial_size_mfu_float32"]["met"] is None  # not run
+  slow = goals.status(measured, peak_float32=300.0, peak_bfloat16=160.0)
+  assert slow["sat_tutorial_size_bf16_over_tutorial"]["met"] == "not applicable"
+  assert "0.53x" in slow["sat_tutorial_size_bf16_over_tutorial"]["why"]
+  assert slow["sat_tutorial_size_bf16_over_tutorial"]["measured"] == 1.9  # still reported
+  assert slow["sat_tutorial_size_fp32_over_tutorial"]["met"] is False
