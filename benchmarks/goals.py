@@ -3,10 +3,10 @@
 Every goal is a ratio taken within one run (`bench.py`). The bfloat16 goal assumes a CPU whose
 bfloat16 matmuls are faster than its float32 ones (native bfloat16 units, about 1.6x the float32
 rate on the machines the goal was set on). A CPU may list `avx512_bf16` and still multiply
-bfloat16 more slowly than float32 (each bfloat16 instruction does as many products as a float32
-FMA but issues on fewer ports, and the conversions cost extra), and on such a CPU no bfloat16
-step can be 2x a float32 one: there the goal is reported as not applicable, with the measured
-peaks' ratio that says why, and the figure is still reported.
+bfloat16 more slowly than float32 (an Intel Xeon without AMX: 0.58x, docs/performance.md), and
+on such a CPU a bfloat16 step is not expected to be 2x a float32 one: there the goal is reported
+as not applicable, with the measured peaks' ratio that says why, and the figure is still
+reported.
 """
 
 GOALS = {
