@@ -8,6 +8,7 @@ written.
 """
 
 from captioning import checkpoints
+from captioning import decode_options
 from captioning import decoding
 from captioning import evaluators
 from captioning import losses
@@ -183,7 +184,7 @@ def validate(config):
     decoding.Search, decode, "config.decode", provided=("model", "tokenizer", "jit_compile")
   )
   try:
-    decoding.check_options(**decode)
+    decode_options.check_options(**decode)
   except ValueError as error:
     raise ValueError(f"Bad config: config.decode: {error}") from error
 

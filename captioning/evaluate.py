@@ -53,7 +53,7 @@ def evaluate_workdir(
     checkpoint: a checkpoint path; the latest when None.
     num_examples: score only the first this many images (all when None).
     batch_size: decoding batch size; `config.eval.batch_size` when None.
-    decode_method: a `decoding.METHODS` entry instead of the workdir's `config.decode.method`.
+    decode_method: a `decode_options.METHODS` entry instead of the workdir's `config.decode.method`.
     beam_size: instead of the workdir's `config.decode.beam_size`.
 
   Returns:

@@ -143,7 +143,7 @@ def export(
     output_dir: the SavedModel folder to write: absent or empty, or a previous export with
       `overwrite`.
     checkpoint: a checkpoint path; the latest if None.
-    decode_method: a `decoding.METHODS` entry instead of the workdir's `config.decode.method`.
+    decode_method: a `decode_options.METHODS` entry instead of the workdir's `config.decode.method`.
     beam_size: instead of the workdir's `config.decode.beam_size`.
     overwrite: replace a previous export in `output_dir` (only once the new one is written).
 

@@ -114,7 +114,7 @@ def caption_files(
     workdir: a training workdir.
     patterns: file paths or glob patterns.
     checkpoint: a checkpoint path; the latest if None.
-    decode_method: a `decoding.METHODS` entry instead of the workdir's `config.decode.method`.
+    decode_method: a `decode_options.METHODS` entry instead of the workdir's `config.decode.method`.
     beam_size: instead of the workdir's `config.decode.beam_size`.
     n_best: this many captions per image (beam search) instead of `config.decode.n_best`.
     attention_dir: if set, write `<file name>.attention.png` for each image there.

@@ -14,14 +14,14 @@ import sys
 from absl import app
 from absl import flags
 
-from captioning import decoding
+from captioning import decode_options
 from captioning import inference
 from captioning import runtime
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint path; the latest if unset.")
 _DECODE_METHOD = flags.DEFINE_enum(
-  "decode_method", None, list(decoding.METHODS), "Decode this way instead of the workdir's."
+  "decode_method", None, list(decode_options.METHODS), "Decode this way instead of the workdir's."
 )
 _BEAM_SIZE = flags.DEFINE_integer(
   "beam_size", None, "Beam size instead of the workdir's.", lower_bound=1

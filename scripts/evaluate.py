@@ -19,6 +19,7 @@ import sys
 from absl import app
 from absl import flags
 
+from captioning import decode_options
 from captioning import runtime
 from captioning.evaluators import results_file
 
@@ -33,10 +34,8 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint path; the la
 _NUM_EXAMPLES = flags.DEFINE_integer(
   "num_examples", None, "Score only the first N images.", lower_bound=1
 )
-# decoding.METHODS, written out so that it is read without TensorFlow (tests/test_evaluate.py
-# checks the two agree).
 _DECODE_METHOD = flags.DEFINE_enum(
-  "decode_method", None, ["greedy", "beam", "sample"], "Decode this way instead of the workdir's."
+  "decode_method", None, list(decode_options.METHODS), "Decode this way instead of the workdir's."
 )
 _BEAM_SIZE = flags.DEFINE_integer(
   "beam_size", None, "Beam size instead of the workdir's.", lower_bound=1

@@ -18,7 +18,7 @@ import sys
 from absl import app
 from absl import flags
 
-from captioning import decoding
+from captioning import decode_options
 from captioning import export
 from captioning import runtime
 
@@ -26,7 +26,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _OUTPUT = flags.DEFINE_string("output", None, "The SavedModel folder to write.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint path; the latest if unset.")
 _DECODE_METHOD = flags.DEFINE_enum(
-  "decode_method", None, list(decoding.METHODS), "Decode this way instead of the workdir's."
+  "decode_method", None, list(decode_options.METHODS), "Decode this way instead of the workdir's."
 )
 _BEAM_SIZE = flags.DEFINE_integer(
   "beam_size", None, "Beam size instead of the workdir's.", lower_bound=1

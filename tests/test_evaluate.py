@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from captioning import decoding
+from captioning import decode_options
 from captioning import evaluate
 import helpers
 
@@ -35,7 +35,6 @@ def test_another_decoding_gets_a_folder_of_its_own(decode):
 
 
 def test_the_scripts_decodings_are_the_librarys_and_a_wrong_one_is_a_clear_error():
-  # scripts/evaluate.py writes decoding.METHODS out so that --results runs without TensorFlow.
   result = subprocess.run(
     [sys.executable, os.path.join(helpers.ROOT, "scripts", "evaluate.py"), "--decode_method=x"],
     env=dict(os.environ, PYTHONPATH=helpers.ROOT),
@@ -44,4 +43,4 @@ def test_the_scripts_decodings_are_the_librarys_and_a_wrong_one_is_a_clear_error
     timeout=60,
   )
   assert result.returncode != 0 and "Traceback" not in result.stderr
-  assert "should be one of <" + "|".join(decoding.METHODS) + ">" in result.stderr
+  assert "should be one of <" + "|".join(decode_options.METHODS) + ">" in result.stderr
