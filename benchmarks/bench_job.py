@@ -20,6 +20,7 @@ from benchmarks import tutorial_steps
 from captioning import config_files
 from captioning import experiment
 from captioning import features as features_lib
+from captioning import kernels
 from captioning import losses
 from captioning import registry
 from captioning import runtime
@@ -198,6 +199,10 @@ def run(job):
         train_flops_per_example=flops.TRAIN_FACTOR * mean_forward,
         train_step_compilations=train_step.compilations(),
       )
+      if hasattr(model.decoder, "attention_kernels"):  # the SAT's compiled CPU kernels ran
+        result["attention_kernels"] = bool(
+          model.decoder.attention_kernels and not job["jit"] and kernels.cpu_attention_ops()
+        )
     else:
       if not tutorial_size:
         raise ValueError(f"{job['kind']} runs at a tutorial size only")

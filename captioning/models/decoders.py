@@ -23,6 +23,7 @@ module of its own, a "module:Class" line in `DECODERS`), whose constructor takes
 import keras
 import tensorflow as tf
 
+from captioning import kernels
 from captioning import registry
 from captioning.models import layers
 from captioning.models import output_projection
@@ -148,6 +149,9 @@ class ShowAttendTellDecoder(CaptionDecoder):
     # Teacher forcing through `sat_recurrence` (not a config key: the same numbers either way);
     # False runs `_call_loop`, the model's maths step by step, e.g. to count its FLOPs.
     self.fused_recurrence = True
+    # In it, the attention's [B, L, A] work through the compiled CPU kernels where they build
+    # and no GPU is visible (`captioning.kernels`; again the same numbers up to rounding).
+    self.attention_kernels = True
     self.attention_gate = attention_gate
     self.init_dropout = init_dropout
     self.init_moments = init_moments
@@ -308,6 +312,7 @@ class ShowAttendTellDecoder(CaptionDecoder):
         read(attention.score_dense.bias),
       ),
       gate=None if self.gate is None else (read(self.gate.kernel), read(self.gate.bias)),
+      kernels=kernels.cpu_attention_ops() if self.attention_kernels else None,
     )
     logits = self._output(embedded, h, z, training)  # [B, T, V]
     return {"logits": logits, "attention": alpha, "gate": beta}

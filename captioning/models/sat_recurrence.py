@@ -34,18 +34,24 @@ another (docs/performance.md has the measurements). The contexts z themselves (a
 output, for the deep output layer) are one batched product over all steps after the loop.
 The score bias b_v shifts every location's score alike, which the softmax ignores: it changes
 nothing and its gradient is zero. Inside, the recurrence is time-major ([T, B, ...]), so a step
-reads and writes contiguous rows. Under mixed precision the [B, L, A] part of the attention
-(s, the scores and their gradients) runs in float32, like the softmax: on CPU, bfloat16's tanh,
-tanh gradient and sums are several times slower than float32's, and the loop's rounding there
-is not worth copying.
+reads and writes contiguous rows. On CPU the attention's [B, L, A] work (s, the scores and their
+gradients) runs in compiled kernels (`captioning.kernels`) when the caller passes them: with
+TensorFlow ops every step writes s and, backward, the gradient of P + a, [B, L, A] each, and
+reads them again, where the kernels recompute the tanh from P and a and write only [B, L] and
+[B, A] per step; P's and v's gradients over all steps are one pass after the backward loop.
+About 1.25x faster steps at `sat_tutorial_size` (docs/performance.md). Under mixed precision
+the [B, L, A] part of the attention (s, the scores and their gradients) runs in float32, like
+the softmax: on CPU, bfloat16's tanh, tanh gradient and sums are several times slower than
+float32's, and the loop's rounding there is not worth copying.
 """
 
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util
 
 from captioning.models import layers
 
 
-def recurrence(embedded, features, h0, c0, lstm, attention, gate=None):
+def recurrence(embedded, features, h0, c0, lstm, attention, gate=None, kernels=None):
   """Runs the teacher-forced recurrence over all T steps.
 
   All tensors are in the compute dtype (e.g. bfloat16 under mixed precision). Pass tensors read
@@ -63,6 +69,9 @@ def recurrence(embedded, features, h0, c0, lstm, attention, gate=None):
       bias b_U [A], score kernel v [A, 1], score bias b_v [1]) of `layers.AdditiveAttention`
       (b_v has no effect: see the module docstring).
     gate: (kernel w_b [D, 1], bias b_b [1]), or None without the gate (then beta = 1).
+    kernels: the compiled attention ops (`captioning.kernels.attention_ops()`) for the [B, L, A]
+      work, or None for TensorFlow ops (the same numbers up to rounding). Used in float32 and
+      under mixed precision (that work runs in float32), not for other dtypes.
 
   Returns:
     (H [B, T, D] hidden states, Z [B, T, C] gated contexts, alpha [B, T, L] attention weights
@@ -71,7 +80,7 @@ def recurrence(embedded, features, h0, c0, lstm, attention, gate=None):
   kernel, recurrent_kernel, bias = lstm
   kernel_e, kernel_z = tf.split(kernel, [embedded.shape[-1], -1])
   gate = gate or ()
-  h, z, alpha, beta = _make_fused(len(gate) > 0)(
+  h, z, alpha, beta = _make_fused(len(gate) > 0, kernels)(
     tf.transpose(embedded, [1, 0, 2]),  # time-major
     features,
     h0,
@@ -115,8 +124,13 @@ def _transposed(x):
   return tf.reshape(swapped, tf.concat([shape[:-2], shape[-1:], shape[-2:-1]], 0))
 
 
-def _make_fused(gated):
-  """The custom-gradient op, with the gate or without it."""
+def _compiled_by_xla():
+  """Whether the graph being traced (or one around it) is a `tf.function(jit_compile=True)`."""
+  return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def _make_fused(gated, kernels):
+  """The custom-gradient op, with the gate or without it, with the attention kernels or not."""
 
   @tf.custom_gradient
   def fused(embedded, features, h0, c0, we, wz, wh, bias, wa, ba, u, bu, v, bv, *gate):
@@ -143,13 +157,24 @@ def _make_fused(gated):
     # The [B, L, A] work of the attention runs in float32 under mixed precision (see above).
     wide = tf.float32 if dtype in (tf.bfloat16, tf.float16) else dtype
     projected_w, v_w = tf.cast(projected, wide), tf.cast(v, wide)
+    v_row = tf.reshape(v_w, [units])
+    # The compiled kernels compute the scores and their gradients from P and a without writing
+    # s = tanh(P + a) or its gradient, [B, L, A] each, at every step (captioning/kernels).
+    # XLA has no kernel for them: under jit_compile its own fusion takes their place.
+    fused_attention = kernels if wide == tf.float32 and not _compiled_by_xla() else None
     h, c = h0, c0
     saved = []  # per step, what the backward step reads
     hs, alphas, betas = [], [], []
     for t in range(num_steps):
       g_h, a, *q = tf.split(tf.nn.bias_add(tf.matmul(h, w_state), b_state), sizes, axis=1)
-      s = tf.tanh(projected_w + tf.cast(a, wide)[:, tf.newaxis, :])  # [B, L, A]
-      scores = tf.reshape(tf.matmul(tf.reshape(s, [-1, units]), v_w), [batch, -1])  # [B, L]
+      a = tf.cast(a, wide)
+      if fused_attention is not None:
+        scores = fused_attention.captioning_attention_scores(projected_w, a, v_row)
+        kept = a  # the backward kernels recompute s from P and a
+      else:
+        s = tf.tanh(projected_w + a[:, tf.newaxis, :])  # [B, L, A]
+        scores = tf.reshape(tf.matmul(tf.reshape(s, [-1, units]), v_w), [batch, -1])  # [B, L]
+        kept = s
       alpha32 = tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1)
       alpha = tf.cast(alpha32, dtype)
       ag = tf.squeeze(tf.matmul(alpha[:, tf.newaxis, :], g_t, transpose_b=True), 1)  # [B, 4D]
@@ -162,7 +187,7 @@ def _make_fused(gated):
       c = gf * c + gi * gg
       tc = tf.tanh(c)
       h = go * tc
-      saved.append((c_prev, gi, gf, go, gg, tc, s, alpha32, ag, beta))
+      saved.append((c_prev, gi, gf, go, gg, tc, kept, alpha32, ag, beta))
       hs.append(h)
       alphas.append(alpha)
       betas.append(beta[:, 0] if gated else tf.ones_like(alpha[:, 0]))
@@ -177,7 +202,6 @@ def _make_fused(gated):
         tf.zeros_like(x) if d is None else d for d, x in zip(d_outputs, outputs)
       )
       w_state_t = _transposed(w_state)  # [4D + A (+ 1), D]
-      v_row = tf.reshape(v_w, [units])
       # The Z output's share of the alpha and beta gradients, for all steps at once.
       d_context = d_z * beta_b if gated else d_z  # [B, T, C]
       d_alpha_z = tf.transpose(tf.matmul(d_context, features, transpose_b=True), [1, 0, 2])
@@ -186,9 +210,9 @@ def _make_fused(gated):
         d_betas = d_betas + tf.transpose(tf.reduce_sum(d_z * contexts, -1))  # [T, B]
       dh = tf.zeros_like(h0)
       dc = tf.zeros_like(c0)
-      d_gates_all, d_rests, d_ags, d_pres, d_vs = [], [], [], [], []
+      d_gates_all, d_rests, d_ags, d_pres, d_vs, d_scores_all = [], [], [], [], [], []
       for t in reversed(range(num_steps)):
-        c_prev, gi, gf, go, gg, tc, s, alpha32, ag, beta = saved[t]
+        c_prev, gi, gf, go, gg, tc, kept, alpha32, ag, beta = saved[t]
         dh = dh + d_hs[t]
         dc = dc + tf.raw_ops.TanhGrad(y=tc, dy=dh * go)
         d_gates = tf.concat(
@@ -206,10 +230,16 @@ def _make_fused(gated):
         d_alpha32 = tf.cast(d_alpha + d_alphas[t], tf.float32)
         d_scores32 = alpha32 * (d_alpha32 - tf.reduce_sum(d_alpha32 * alpha32, -1, keepdims=True))
         d_scores = tf.cast(d_scores32, wide)  # [B, L]
-        d_vs.append(tf.matmul(tf.reshape(d_scores, [1, -1]), tf.reshape(s, [-1, units])))
-        d_pre = tf.raw_ops.TanhGrad(y=s, dy=d_scores[:, :, tf.newaxis] * v_row)  # [B, L, A]
-        d_pres.append(d_pre)
-        d_rest = [tf.cast(tf.reduce_sum(d_pre, axis=1), dtype)]  # d a [B, A]
+        if fused_attention is not None:  # kept is a
+          d_a = fused_attention.captioning_attention_scores_grad(projected_w, kept, v_row, d_scores)
+          d_scores_all.append(d_scores)
+        else:  # kept is s
+          s = kept
+          d_vs.append(tf.matmul(tf.reshape(d_scores, [1, -1]), tf.reshape(s, [-1, units])))
+          d_pre = tf.raw_ops.TanhGrad(y=s, dy=d_scores[:, :, tf.newaxis] * v_row)  # [B, L, A]
+          d_pres.append(d_pre)
+          d_a = tf.reduce_sum(d_pre, axis=1)
+        d_rest = [tf.cast(d_a, dtype)]  # d a [B, A]
         if gated:
           d_beta = tf.reduce_sum(d_gates * ag, -1, keepdims=True) + d_betas[t][:, tf.newaxis]
           d_rest.append(tf.raw_ops.SigmoidGrad(y=beta, dy=d_beta))  # d q [B, 1]
@@ -226,7 +256,16 @@ def _make_fused(gated):
       # W_z's gradient as the loop's would be, sum_t z_t^T d gates_t: fewer FLOPs than through
       # G (T*B rows, not L*B).
       z_rows = rows(tf.transpose(outputs[1], [1, 0, 2]))  # [T*B, C]
-      d_projected = rows(tf.cast(tf.add_n(d_pres), dtype))  # [B*L, A], memory-bound
+      if fused_attention is not None:  # P's and v's gradients over all steps, in one pass over P
+        d_projected, d_v = fused_attention.captioning_attention_projected_grad(
+          projected_w,
+          tf.stack([kept for *_, kept, _, _, _ in saved]),  # a [T, B, A]
+          v_row,
+          tf.stack(d_scores_all[::-1]),
+        )
+      else:
+        d_projected, d_v = tf.add_n(d_pres), tf.add_n(d_vs)  # memory-bound
+      d_projected = rows(tf.cast(d_projected, dtype))  # [B*L, A]
       with tf.control_dependencies([d_projected]):  # not beside the products either
         d_wz, d_wa, d_wh, d_w_rest, d_we, d_embedded = _in_turn(
           lambda: tf.matmul(z_rows, d_xe, transpose_a=True),  # [C, 4D]
@@ -258,7 +297,7 @@ def _make_fused(gated):
         d_ba,
         d_w_rest[:, :units],  # d U
         d_b_rest[:units],  # d b_U
-        tf.cast(tf.reshape(tf.add_n(d_vs), [units, 1]), dtype),
+        tf.cast(tf.reshape(d_v, [units, 1]), dtype),
         tf.zeros_like(bv),
       ]
       if gated:

@@ -1,12 +1,14 @@
 """The fused Show-Attend-Tell recurrence (captioning/models/sat_recurrence.py): the same outputs
 and gradients as the step-by-step loop of `keras.layers.LSTMCell`, the attention and the gate,
-in float32, under mixed precision and under XLA."""
+in float32 (with the compiled attention kernels and without), under mixed precision (with them)
+and under XLA (without)."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from captioning import kernels
 from captioning.models import decoders
 from captioning.models import layers
 from captioning.models import sat_recurrence
@@ -100,10 +102,37 @@ def compare(decoder, run_fused, run_loop, tolerance, compile_fused=None, steps=S
   return gradients
 
 
+@pytest.mark.parametrize("attention_kernels", [True, False])
 @pytest.mark.parametrize("gate", [True, False])
-def test_fused_equals_the_step_loop_in_float32(gate):
+def test_fused_equals_the_step_loop_in_float32(gate, attention_kernels):
   decoder = make(gate)
+  decoder.attention_kernels = attention_kernels
   compare(decoder, fused(decoder), loop(decoder), 1e-5)
+
+
+def kernel_ops_traced(decoder, jit_compile=False):
+  """The compiled attention ops in the graph of the decoder's forward and backward pass."""
+  features, tokens = inputs()
+  step = lambda features, tokens: loss_and_gradients(decoder, fused(decoder), features, tokens)
+  graph = tf.function(step, jit_compile=jit_compile).get_concrete_function(features, tokens).graph
+  return sorted({op.type for op in graph.get_operations() if op.type.startswith("Captioning")})
+
+
+def test_the_attention_kernels_run_on_cpu_except_under_xla():
+  try:
+    kernels._compiler()
+  except kernels.BuildError as e:
+    pytest.skip(str(e))  # the float32 and bfloat16 tests cover the TensorFlow-ops path
+  assert kernels.cpu_attention_ops() is not None  # no GPU here, and the kernels build
+  decoder = make()
+  assert kernel_ops_traced(decoder) == [
+    "CaptioningAttentionProjectedGrad",
+    "CaptioningAttentionScores",
+    "CaptioningAttentionScoresGrad",
+  ]
+  assert kernel_ops_traced(decoder, jit_compile=True) == []  # XLA has no kernel for them
+  decoder.attention_kernels = False
+  assert kernel_ops_traced(decoder) == []
 
 
 def test_recurrence_is_that_of_keras_lstm_cell_attention_and_gate():
