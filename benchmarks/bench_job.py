@@ -199,9 +199,14 @@ def run(job):
         train_flops_per_example=flops.TRAIN_FACTOR * mean_forward,
         train_step_compilations=train_step.compilations(),
       )
-      if hasattr(model.decoder, "attention_kernels"):  # the SAT's compiled CPU kernels ran
+      decoder = model.decoder
+      if hasattr(decoder, "attention_kernels"):  # whether the SAT's compiled CPU kernels ran
         result["attention_kernels"] = bool(
-          model.decoder.attention_kernels and not job["jit"] and kernels.cpu_attention_ops()
+          decoder.attention_kernels
+          and decoder.fused_recurrence
+          and not decoder.attention_coverage
+          and not job["jit"]
+          and kernels.cpu_attention_ops()
         )
     else:
       if not tutorial_size:

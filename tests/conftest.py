@@ -14,6 +14,11 @@ if TESTS not in sys.path:
 from captioning import runtime  # noqa: E402  (needs ROOT on the path)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The compiled kernels (captioning/kernels) are built once per run of the suite, in a folder of
+# its own that the workers and the scripts the tests start share, not in the user's cache.
+os.environ.setdefault(
+  "CAPTIONING_KERNEL_CACHE", os.path.join(ROOT, ".pytest_cache", "captioning-kernels")
+)
 runtime.setup_process()  # the test suite is an entry point too (the BFC allocator)
 
 if os.environ.get("PYTEST_XDIST_WORKER"):

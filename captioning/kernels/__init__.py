@@ -7,19 +7,24 @@ passes over memory. The first process that needs it compiles it with the machine
 (`$CAPTIONING_KERNEL_CACHE`, else `$XDG_CACHE_HOME/captioning/kernels`, else
 `~/.cache/captioning/kernels`), named by a hash of the source, the TensorFlow version, the
 compiler and the CPU, so that a change of any of them builds it again; later processes load the
-cached library. Where it cannot be built or loaded (no compiler, a TensorFlow without headers),
+cached library. The build happens where the decoder first traces its training pass, so the
+first step of a new install takes those seconds longer. Where the kernels cannot be built or
+loaded (no compiler, a TensorFlow without headers, a cache folder that cannot be written),
 `attention_ops()` logs why, once, and returns None, and the recurrence uses TensorFlow ops: the
 same numbers up to rounding, slower. The kernels run on CPU only, so `cpu_attention_ops()` also
 returns None when TensorFlow sees a GPU.
 """
 
+import contextlib
 import functools
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 
 from absl import logging
 import tensorflow as tf
@@ -36,7 +41,7 @@ class BuildError(RuntimeError):
 
 
 def cache_dir():
-  """The folder that holds built kernels."""
+  """Returns the folder that holds built kernels (see the module docstring)."""
   explicit = os.environ.get("CAPTIONING_KERNEL_CACHE")
   if explicit:
     return explicit
@@ -45,10 +50,20 @@ def cache_dir():
 
 
 def _compiler():
-  compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
-  if not compiler:
+  """Returns the compiler's command (`$CXX` may hold a wrapper, e.g. "ccache g++") and the
+  first line of its `--version`, which the cache key includes."""
+  command = shlex.split(os.environ.get("CXX", "")) or [shutil.which("c++") or shutil.which("g++")]
+  if not command[0]:
     raise BuildError("no C++ compiler found (set CXX, or install g++)")
-  return compiler
+  version = _run([*command, "--version"], timeout=60).stdout
+  return command, (version.splitlines() or [""])[0]
+
+
+def _run(command, timeout):
+  try:
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+  except (OSError, subprocess.TimeoutExpired) as e:
+    raise BuildError(f"{command[0]} failed to run: {e}") from e
 
 
 def _cpu_description():
@@ -61,22 +76,36 @@ def _cpu_description():
     return platform.processor()
 
 
+def _errors(result, lines=3):
+  """The compiler's first error lines (its last lines are usually notes), else its last ones."""
+  output = (result.stderr or result.stdout).strip().splitlines()
+  errors = [line for line in output if "error" in line.lower()]
+  return "\n".join(errors[:lines] or output[-lines:])
+
+
 def build(source=SOURCE, output_dir=None):
-  """Compiles `source` into a shared library in the cache (unless built before); returns its path.
+  """Compiles `source` into a shared library in the cache unless it is there.
+
+  Args:
+    source: a C++ file of TensorFlow ops.
+    output_dir: the cache folder (default `cache_dir()`); the library goes into a subfolder
+      named by a hash of the source, the TensorFlow version and flags, the compiler and the CPU.
+
+  Returns:
+    The library's path.
 
   Raises:
-    BuildError: no compiler, or every set of flags failed (the message has the compiler's last
-      lines).
+    BuildError: no compiler, or it failed with every set of flags (the message has its first
+      error lines for each).
+    OSError: the source cannot be read or the cache folder cannot be written.
   """
-  compiler = _compiler()
+  command, version = _compiler()
   with open(source, "rb") as f:
     code = f.read()
   tf_flags = [*tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
+  parts = (code, tf.__version__, " ".join(command), version, " ".join(tf_flags), _cpu_description())
   key = hashlib.sha256(
-    b"\0".join(
-      s.encode() if isinstance(s, str) else s
-      for s in (code, tf.__version__, compiler, " ".join(tf_flags), _cpu_description())
-    )
+    b"\0".join(p.encode() if isinstance(p, str) else p for p in parts)
   ).hexdigest()[:16]
   name = os.path.splitext(os.path.basename(source))[0]
   output_dir = os.path.join(output_dir or cache_dir(), key)
@@ -84,36 +113,66 @@ def build(source=SOURCE, output_dir=None):
   if os.path.exists(library):
     return library
   os.makedirs(output_dir, exist_ok=True)
-  errors = ""
+  failures = []
   for arch in _ARCH_FLAGS:
     # Built under a temporary name and renamed: processes that build at once never load a
     # half-written library.
-    fd, partial = tempfile.mkstemp(suffix=".so", dir=output_dir)
+    fd, partial = tempfile.mkstemp(suffix=".partial", dir=output_dir)
     os.close(fd)
-    command = [compiler, "-shared", "-fPIC", "-O3", *arch, "-w", source, "-o", partial, *tf_flags]
     try:
-      result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as e:
-      os.remove(partial)
-      raise BuildError(f"{compiler} failed to run: {e}") from e
-    if result.returncode == 0:
-      os.replace(partial, library)
-      return library
-    os.remove(partial)
-    errors = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
-  raise BuildError(f"{compiler} could not compile {source}:\n{errors}")
+      result = _run(
+        [*command, "-shared", "-fPIC", "-O3", *arch, "-w", source, "-o", partial, *tf_flags],
+        timeout=600,
+      )
+      if result.returncode == 0:
+        os.replace(partial, library)
+        return library
+    finally:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(partial)  # the linker may have removed it already
+    failures.append(f"with flags {' '.join(arch) or '(none)'}:\n{_errors(result)}")
+  raise BuildError(f"{command[0]} could not compile {source}\n" + "\n".join(failures))
+
+
+def _load_library(library):
+  try:
+    return tf.load_op_library(library)
+  except (tf.errors.OpError, OSError) as e:
+    raise BuildError(f"could not load {library}: {e}") from e
+
+
+def load(source=SOURCE, output_dir=None):
+  """Builds `source` (see `build`) and loads it; returns its op module.
+
+  A cached library that does not load (e.g. a file cut short) is built again, once.
+
+  Raises:
+    BuildError, OSError: as `build`, or the library does not load.
+  """
+  library = build(source, output_dir)
+  try:
+    return _load_library(library)
+  except BuildError as e:
+    logging.warning("%s; building it again", e)
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(library)
+    return _load_library(build(source, output_dir))
+
+
+_lock = threading.Lock()  # one build at a time in a process (e.g. replicas' threads)
+
+
+def attention_ops():
+  """The attention kernels' op module (built and loaded once per process), or None."""
+  with _lock:
+    return _attention_ops()
 
 
 @functools.cache
-def attention_ops():
-  """The attention kernels' op module (built and loaded once per process), or None."""
+def _attention_ops():
   try:
-    library = build()
-    try:
-      return tf.load_op_library(library)
-    except (tf.errors.NotFoundError, OSError) as e:
-      raise BuildError(f"could not load {library}: {e}") from e
-  except BuildError as e:
+    return load()
+  except (BuildError, OSError) as e:
     logging.warning(
       "The fused attention kernels are not available, the SAT recurrence runs on TensorFlow "
       "ops (slower, same numbers up to rounding): %s",

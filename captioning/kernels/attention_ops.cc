@@ -64,9 +64,10 @@ bool CheckShapes(OpKernelContext* ctx, const Tensor& projected, const Tensor& st
                   v.dim_size(0) == projected.dim_size(2);
   if (!ok) {
     ctx->CtxFailure(::tensorflow::errors::InvalidArgument(
-        "attention kernel: expected projected [B, L, A], state ", (a_rank == 3 ? "[T, B, A]" : "[B, A]"),
-        " and v [A]; got ", projected.shape().DebugString(), ", ", state.shape().DebugString(),
-        " and ", v.shape().DebugString()));
+        "attention kernel: expected projected [B, L, A], state ",
+        (a_rank == 3 ? "[T, B, A]" : "[B, A]"), " and v [A]; got ",
+        projected.shape().DebugString(), ", ", state.shape().DebugString(), " and ",
+        v.shape().DebugString()));
   }
   return ok;
 }
@@ -88,7 +89,8 @@ class ScoresOp : public OpKernel {
     const float* a = state.flat<float>().data();
     const ConstRow v_row(v.flat<float>().data(), units);
     float* e = scores->flat<float>().data();
-    ParallelFor(ctx, batch * locations, units * kCyclesPerElement, [&](int64_t start, int64_t limit) {
+    const int64_t cost = units * kCyclesPerElement;
+    ParallelFor(ctx, batch * locations, cost, [&](int64_t start, int64_t limit) {
       for (int64_t row = start; row < limit; ++row) {
         const ConstRow p_row(p + row * units, units);
         const ConstRow a_row(a + (row / locations) * units, units);
@@ -122,7 +124,8 @@ class ScoresGradOp : public OpKernel {
     const ConstRow v_row(v.flat<float>().data(), units);
     const float* de = d_scores.flat<float>().data();
     float* da = d_state->flat<float>().data();
-    ParallelFor(ctx, batch, locations * units * kCyclesPerElement, [&](int64_t start, int64_t limit) {
+    const int64_t cost = locations * units * kCyclesPerElement;
+    ParallelFor(ctx, batch, cost, [&](int64_t start, int64_t limit) {
       for (int64_t b = start; b < limit; ++b) {
         const ConstRow a_row(a + b * units, units);
         Row sum(da + b * units, units);
@@ -218,7 +221,9 @@ REGISTER_OP("CaptioningAttentionScoresGrad")
     .Input("d_scores: float")
     .Output("d_state: float")
     .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(1));
+      ShapeHandle state;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &state));
+      c->set_output(0, state);
       return absl::OkStatus();
     });
 
@@ -230,8 +235,11 @@ REGISTER_OP("CaptioningAttentionProjectedGrad")
     .Output("d_projected: float")
     .Output("d_v: float")
     .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      c->set_output(1, c->input(2));
+      ShapeHandle projected, v;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &projected));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &v));
+      c->set_output(0, projected);
+      c->set_output(1, v);
       return absl::OkStatus();
     });
 

@@ -2,6 +2,7 @@
 replace, clear errors for shapes that do not fit, a build cached by what it depends on, and a
 fallback to TensorFlow ops with a logged reason where they cannot be built."""
 
+import concurrent.futures
 import os
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from captioning import kernels
+import helpers
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +64,32 @@ def test_scores_and_their_gradients_are_those_of_tensorflow_ops(ops):
   d_projected, d_v = ops.captioning_attention_projected_grad(projected, states, v, d_scores)
   np.testing.assert_allclose(d_projected, d_projected_expected, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(d_v, d_v_expected, rtol=1e-5, atol=1e-4)
-  again = ops.captioning_attention_projected_grad(projected, states, v, d_scores)
-  np.testing.assert_array_equal(again[1], d_v)  # a fixed order of summation
+
+
+# Each kernel's rows are split among the op's threads; v's gradient is summed per image and the
+# images' sums added in order, so the results do not depend on the number of threads.
+THREADS_SCRIPT = """
+import hashlib, json, sys
+import numpy as np, tensorflow as tf
+tf.config.threading.set_intra_op_parallelism_threads(int(sys.argv[1]))
+from captioning import kernels
+ops = kernels.attention_ops()
+rng = np.random.RandomState(0)
+p, a, v = (rng.normal(size=s).astype("float32") for s in ([16, 64, 512], [8, 16, 512], [512]))
+d = rng.normal(size=[8, 16, 64]).astype("float32")
+outputs = [
+  ops.captioning_attention_scores(p, a[0], v),
+  ops.captioning_attention_scores_grad(p, a[0], v, d[0]),
+  *ops.captioning_attention_projected_grad(p, a, v, d),
+]
+print(json.dumps([hashlib.sha256(x.numpy().tobytes()).hexdigest() for x in outputs]))
+"""
+
+
+def test_results_do_not_depend_on_the_number_of_threads(ops):
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    one, four = pool.map(lambda n: helpers.run_json_script(THREADS_SCRIPT, n), (1, 4))
+  assert one == four
 
 
 def test_shapes_that_do_not_fit_are_a_clear_error(ops):
@@ -104,5 +130,28 @@ def test_without_a_working_compiler_the_recurrence_falls_back_with_a_reason(
     kernels.build()
   assert not list(tmp_path.rglob("*.so"))  # no half-built library left behind
   with caplog.at_level("WARNING"):
-    assert kernels.attention_ops.__wrapped__() is None  # uncached: this environment's answer
+    assert kernels._attention_ops.__wrapped__() is None  # uncached: this environment's answer
   assert "runs on TensorFlow ops" in caplog.text
+
+
+def test_a_cache_folder_that_cannot_be_written_means_tensorflow_ops(ops, monkeypatch, tmp_path):
+  (tmp_path / "a_file").write_text("")
+  monkeypatch.setenv("CAPTIONING_KERNEL_CACHE", str(tmp_path / "a_file" / "cache"))
+  assert kernels._attention_ops.__wrapped__() is None
+
+
+def test_a_cached_library_that_does_not_load_is_built_again(ops, tmp_path, caplog):
+  source = tmp_path / "tiny_op.cc"
+  source.write_text('#include "tensorflow/core/framework/op.h"\n')
+  library = kernels.build(str(source), output_dir=str(tmp_path))
+  with open(library, "wb") as f:
+    f.write(b"not a library")  # e.g. a disk that filled up
+  with caplog.at_level("WARNING"):
+    kernels.load(str(source), output_dir=str(tmp_path))
+  assert "building it again" in caplog.text
+  assert os.path.getsize(library) > 1000
+
+
+def test_no_kernels_where_a_gpu_is_visible(ops, monkeypatch):
+  monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["/GPU:0"])
+  assert kernels.cpu_attention_ops() is None

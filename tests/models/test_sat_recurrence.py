@@ -106,6 +106,8 @@ def compare(decoder, run_fused, run_loop, tolerance, compile_fused=None, steps=S
 @pytest.mark.parametrize("gate", [True, False])
 def test_fused_equals_the_step_loop_in_float32(gate, attention_kernels):
   decoder = make(gate)
+  # Where the kernels cannot build this runs TensorFlow's ops twice; the next test asserts that
+  # they build wherever a compiler is found.
   decoder.attention_kernels = attention_kernels
   compare(decoder, fused(decoder), loop(decoder), 1e-5)
 
@@ -131,6 +133,8 @@ def test_the_attention_kernels_run_on_cpu_except_under_xla():
     "CaptioningAttentionScoresGrad",
   ]
   assert kernel_ops_traced(decoder, jit_compile=True) == []  # XLA has no kernel for them
+  assert len(kernel_ops_traced(make(dtype="mixed_bfloat16"))) == 3  # that work is float32
+  assert kernel_ops_traced(make(dtype="float64")) == []  # float32 kernels only
   decoder.attention_kernels = False
   assert kernel_ops_traced(decoder) == []
 
