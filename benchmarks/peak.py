@@ -10,32 +10,21 @@ import time
 
 import tensorflow as tf
 
+from captioning import runtime
+
 SIZES = (2048, 3072, 4096)
-
-
-def _cpuinfo(field):
-  """The value of `field` on /proc/cpuinfo's first line for it ("" where there is none)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        key, _, value = line.partition(":")
-        if key.strip() == field:
-          return value.strip()
-  except OSError:
-    pass
-  return ""
 
 
 def cpu_flags():
   """The CPU's matrix-relevant feature flags from /proc/cpuinfo (empty where there is none)."""
   wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "fma")
-  present = set(_cpuinfo("flags").split())
+  present = set(runtime.cpuinfo("flags").split())
   return [flag for flag in wanted if flag in present]
 
 
 def cpu_model():
   """The CPU's model name from /proc/cpuinfo, else what `platform` knows ("" if nothing)."""
-  return _cpuinfo("model name") or platform.processor()
+  return runtime.cpuinfo("model name") or platform.processor()
 
 
 def matmul_peak(dtype="float32", sizes=SIZES, repeats=3, min_seconds=0.5):

@@ -40,6 +40,19 @@ def setup_process(deterministic=False):
   return {name: os.environ[name] for name in PROCESS_SETTINGS}
 
 
+def cpuinfo(field):
+  """The value of `field` on /proc/cpuinfo's first line for it ("" where there is none)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == field:
+          return value.strip()
+  except OSError:
+    pass
+  return ""
+
+
 def git_revision(path=None):
   """(commit, has uncommitted changes) of the git checkout holding `path`, or (None, None)."""
   path = path or os.path.dirname(os.path.abspath(__file__))

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from captioning import runtime
 import helpers
 
@@ -82,3 +84,10 @@ def test_provenance_names_the_code_and_the_versions():
     assert record["git_revision"] == revision
   else:
     assert revision is None and record["git_revision"] is None
+
+
+def test_cpuinfo_reads_a_fields_first_line_and_nothing_for_a_missing_one():
+  if not os.path.exists("/proc/cpuinfo"):
+    pytest.skip("no /proc/cpuinfo on this system")
+  assert runtime.cpuinfo("processor") == "0"  # the first CPU's line
+  assert runtime.cpuinfo("no such field") == ""

@@ -29,6 +29,8 @@ import threading
 from absl import logging
 import tensorflow as tf
 
+from captioning import runtime
+
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "attention_ops.cc")
 # Tried in order: the machine's own instruction set (without AVX512-FP16, whose half-precision
 # header in TensorFlow's Eigen GCC 12 cannot compile), then the same without that flag (for
@@ -68,12 +70,8 @@ def _run(command, timeout):
 
 def _cpu_description():
   """The CPU's model and instruction-set flags (what -march=native compiles for)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      lines = [line for line in f if line.startswith(("model name", "flags", "Features"))]
-    return "".join(sorted(set(lines)))
-  except OSError:
-    return platform.processor()
+  fields = ("model name", "flags", "Features")  # Features: the flags on ARM
+  return "\n".join(runtime.cpuinfo(field) for field in fields).strip() or platform.processor()
 
 
 def _errors(result, lines=3):
