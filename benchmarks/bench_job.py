@@ -20,7 +20,6 @@ from benchmarks import tutorial_steps
 from captioning import config_files
 from captioning import experiment
 from captioning import features as features_lib
-from captioning import kernels
 from captioning import losses
 from captioning import registry
 from captioning import runtime
@@ -199,15 +198,8 @@ def run(job):
         train_flops_per_example=flops.TRAIN_FACTOR * mean_forward,
         train_step_compilations=train_step.compilations(),
       )
-      decoder = model.decoder
-      if hasattr(decoder, "attention_kernels"):  # whether the SAT's compiled CPU kernels ran
-        result["attention_kernels"] = bool(
-          decoder.attention_kernels
-          and decoder.fused_recurrence
-          and not decoder.attention_coverage
-          and not job["jit"]
-          and kernels.cpu_attention_ops()
-        )
+      if hasattr(model.decoder, "attention_ops"):  # whether the SAT's compiled CPU kernels ran
+        result["attention_kernels"] = not job["jit"] and model.decoder.attention_ops() is not None
     else:
       if not tutorial_size:
         raise ValueError(f"{job['kind']} runs at a tutorial size only")

@@ -266,9 +266,20 @@ class ShowAttendTellDecoder(CaptionDecoder):
         "Teacher forcing needs a static caption length; pad batches to a fixed "
         "length (the input pipeline does)."
       )
-    if self.attention_coverage or not self.fused_recurrence:
+    if not self._fused():
       return self._call_loop(features, tokens, training)
     return self._call_fused(features, tokens, training)
+
+  def _fused(self):
+    """Whether `call` runs the fused recurrence (it has no coverage)."""
+    return self.fused_recurrence and not self.attention_coverage
+
+  def attention_ops(self):
+    """The compiled attention ops `call` passes to the fused recurrence, or None (then its
+    [B, L, A] work runs on TensorFlow ops; under XLA it does so anyway)."""
+    if self._fused() and self.attention_kernels:
+      return kernels.cpu_attention_ops()
+    return None
 
   def _call_loop(self, features, tokens, training=False):
     """`call` as T calls of `_attend` and `_advance`, the steps `step` takes."""
@@ -312,7 +323,7 @@ class ShowAttendTellDecoder(CaptionDecoder):
         read(attention.score_dense.bias),
       ),
       gate=None if self.gate is None else (read(self.gate.kernel), read(self.gate.bias)),
-      kernels=kernels.cpu_attention_ops() if self.attention_kernels else None,
+      kernels=self.attention_ops(),
     )
     logits = self._output(embedded, h, z, training)  # [B, T, V]
     return {"logits": logits, "attention": alpha, "gate": beta}

@@ -127,6 +127,7 @@ def test_the_attention_kernels_run_on_cpu_except_under_xla():
     pytest.skip(str(e))  # the float32 and bfloat16 tests cover the TensorFlow-ops path
   assert kernels.cpu_attention_ops() is not None  # no GPU here, and the kernels build
   decoder = make()
+  assert decoder.attention_ops() is kernels.cpu_attention_ops()
   assert kernel_ops_traced(decoder) == [
     "CaptioningAttentionProjectedGrad",
     "CaptioningAttentionScores",
@@ -136,6 +137,7 @@ def test_the_attention_kernels_run_on_cpu_except_under_xla():
   assert len(kernel_ops_traced(make(dtype="mixed_bfloat16"))) == 3  # that work is float32
   assert kernel_ops_traced(make(dtype="float64")) == []  # float32 kernels only
   decoder.attention_kernels = False
+  assert decoder.attention_ops() is None
   assert kernel_ops_traced(decoder) == []
 
 
@@ -238,6 +240,7 @@ def test_coverage_keeps_the_loop(monkeypatch):
     VOCAB,
   )
   features, tokens = inputs()
+  assert decoder.attention_ops() is None  # the kernels are the fused recurrence's
   assert decoder(features, tokens)["logits"].shape == (BATCH, STEPS, VOCAB)
   with pytest.raises(AssertionError, match="no coverage"):
     make()(features, tokens)
